@@ -1,0 +1,268 @@
+r"""Backpropagation through time, twice: by ``jax.grad`` and by the article's formulas written out.
+
+The model is one recurrent layer and the article's head, :math:`o_t = V h_t + c`, with a loss
+from :mod:`lstm_jax.losses`, :math:`L = \sum_{b,t} w_{b,t} L_t(o_t, y_t)`. Writing
+:math:`e_t = w_t\, \partial L_t / \partial o_t` (the article's :math:`\hat y_t - y_t`, weighted):
+
+.. math::
+   \frac{\partial L}{\partial c} = \sum_t e_t, \qquad
+   \frac{\partial L}{\partial V} = \sum_t e_t h_t^\top, \qquad
+   \frac{\partial L}{\partial h_t} = V^\top e_t + (\text{what step } t{+}1 \text{ sends back}).
+
+The recursion for the last term is cell-specific (:func:`rnn_bptt`, :func:`lstm_bptt`). It runs as
+a reverse ``lax.scan`` that only produces the pre-activation gradients; the weight gradients are
+then single matmuls summed over all steps. Padded steps (``t >= length``) held the carry in the
+forward pass, so there the gradient passes through unchanged and no parameter gradient is added.
+
+See ``seed/NOTES.md`` §2–§3 and ``docs/errata.md`` for where the article's own formulas go wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax.cells import (
+    LSTM_CELL,
+    Cell,
+    DenseParams,
+    LSTMParams,
+    LSTMState,
+    RNNParams,
+    check_carry,
+    check_input,
+    check_params,
+    dense,
+    lstm_gates,
+    rnn_cell,
+)
+from lstm_jax import _checks
+from lstm_jax.losses import prepare_targets, sequence_loss, step_loss_grad, time_weights
+from lstm_jax.unroll import scan_cell, unroll, valid_steps
+
+Array = jax.Array
+
+
+class BPTTGrads(NamedTuple):
+    """Gradients of the loss, each shaped like what it differentiates."""
+
+    cell: Any  # RNNParams or LSTMParams
+    head: DenseParams
+    carry0: Any  # h_0, or LSTMState(h_0, c_0)
+
+
+def model_loss(
+    cell: Cell,
+    params,
+    head: DenseParams,
+    xs: Array,
+    targets: Array,
+    carry0=None,
+    *,
+    loss: str,
+    reduction: str = "sum",
+    lengths: Array | None = None,
+) -> Array:
+    """The forward pass the gradients are of: :func:`unroll`, then ``V h_t + c``, then the loss.
+
+    Args:
+      xs: ``(*batch, T, M)``; targets ``(*batch, T, N)`` (or ``(*batch, N)`` for ``"last"``).
+      loss, reduction: see :func:`lstm_jax.losses.sequence_loss`.
+      lengths: optional ``(*batch)`` valid steps (right padding); masks both the unroll and the loss.
+    """
+    _, hs = unroll(cell, params, xs, carry0, lengths=lengths)
+    mask = None if lengths is None else valid_steps(lengths, xs.shape[-2])
+    return sequence_loss(loss, dense(head, hs), targets, reduction=reduction, mask=mask)
+
+
+def autodiff_bptt(
+    cell: Cell, params, head: DenseParams, xs: Array, targets: Array, carry0=None, **loss_kwargs
+) -> tuple[Array, BPTTGrads]:
+    """``(loss, BPTTGrads)`` by ``jax.value_and_grad`` of :func:`model_loss` through the scan."""
+    check_params(cell, params)
+    check_input(params, xs, 2, "(*batch, T, M)")
+    if carry0 is None:
+        carry0 = cell.zeros(params, xs.shape[:-2])
+
+    def f(p, h, c0):
+        return model_loss(cell, p, h, xs, targets, c0, **loss_kwargs)
+
+    value, grads = jax.value_and_grad(f, argnums=(0, 1, 2))(params, head, carry0)
+    return value, BPTTGrads(*grads)
+
+
+class _Forward(NamedTuple):
+    """What the manual backward passes need from the forward pass, all time-major."""
+
+    loss: Array  # ()
+    xs: Array  # (T, *batch, M)
+    carries: Any  # (T, *batch, D) per leaf: the carry after each step
+    carry0: Any  # (*batch, D) per leaf
+    valid: Array  # (T, *batch) bool
+    dh_out: Array  # (T, *batch, D)   V^T e_t
+    head_grads: DenseParams
+
+
+def _forward(cell, params, head, xs, targets, carry0, loss, reduction, lengths) -> _Forward:
+    """Run the layer keeping every carry, then the head, the loss and the output errors e_t."""
+    check_params(cell, params)
+    check_input(params, xs, 2, "(*batch, T, M)")
+    num_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
+    carry0 = cell.zeros(params, batch_shape) if carry0 is None else carry0
+    check_carry(cell, params, carry0, batch_shape)
+    if lengths is None:
+        lengths = jnp.full(batch_shape, num_steps)
+    _checks.check_lengths(lengths, batch_shape, num_steps)
+    mask = valid_steps(lengths, num_steps)  # (*batch, T)
+    valid = jnp.moveaxis(mask, -1, 0)
+    xs_tm = jnp.moveaxis(xs, -2, 0)
+    _, (carries, hs) = scan_cell(cell, params, cell.project(params, xs_tm), carry0, valid, emit_carry=True)
+    hs_bm = jnp.moveaxis(hs, 0, -2)
+
+    logits = dense(head, hs_bm)
+    value = sequence_loss(loss, logits, targets, reduction=reduction, mask=mask)
+    targets = prepare_targets(loss, logits, targets, reduction, mask)
+    e = time_weights(mask, reduction, logits.dtype)[..., None] * step_loss_grad(loss, logits, targets)  # w_t(ŷ_t − y_t)
+
+    head_grads = DenseParams(
+        w=jnp.einsum("...tn,...td->nd", e, hs_bm),  # ∂L/∂V = Σ_t e_t h_tᵀ      (E4: + sign, outer product)
+        b=None if head.b is None else e.reshape(-1, e.shape[-1]).sum(0),  # ∂L/∂c = Σ_t e_t  (E3: + sign)
+    )
+    dh_out = jnp.moveaxis(e @ head.w, -2, 0)  # Vᵀ e_t, time-major
+    return _Forward(value, xs_tm, carries, carry0, valid, dh_out, head_grads)
+
+
+def _previous(carries, carry0):
+    """Per leaf, the carry *before* each step: ``[carry0, carry_1, ..., carry_{T-1}]``."""
+    return jax.tree.map(lambda cs, c0: jnp.concatenate([c0[None], cs[:-1]], axis=0), carries, carry0)
+
+
+def _weight_grads(dz: Array, xs: Array, h_prev: Array, params) -> Any:
+    """The weight gradients as single matmuls over all steps: Σ_t dz_t [x_t; h_{t-1}]ᵀ, Σ_t dz_t."""
+    return type(params)(
+        w_ih=jnp.einsum("t...g,t...m->gm", dz, xs),
+        w_hh=jnp.einsum("t...g,t...d->gd", dz, h_prev),
+        b=dz.reshape(-1, dz.shape[-1]).sum(0),
+    )
+
+
+#: f'(a) written in terms of h = f(a), as the article does (f' = 1 − h² for tanh).
+_DERIVATIVE_FROM_OUTPUT = {
+    "tanh": lambda h: 1 - h**2,
+    "sigmoid": lambda h: h * (1 - h),
+    "relu": lambda h: (h > 0).astype(h.dtype),
+}
+
+
+def rnn_bptt(
+    params: RNNParams,
+    head: DenseParams,
+    xs: Array,
+    targets: Array,
+    h0: Array | None = None,
+    *,
+    activation: str = "tanh",
+    loss: str,
+    reduction: str = "sum",
+    lengths: Array | None = None,
+) -> tuple[Array, BPTTGrads]:
+    r"""Manual BPTT for the simple RNN (``NOTES.md`` §2), as a reverse ``lax.scan``.
+
+    .. math::
+       \delta_t &= \big(V^\top e_t + U^\top \delta_{t+1}\big) \odot f'(a_t), \qquad \delta_{T+1} = 0 \\
+       \frac{\partial L}{\partial U} &= \sum_t \delta_t h_{t-1}^\top, \quad
+       \frac{\partial L}{\partial W} = \sum_t \delta_t x_t^\top, \quad
+       \frac{\partial L}{\partial b} = \sum_t \delta_t, \quad
+       \frac{\partial L}{\partial h_0} = U^\top \delta_1
+
+    Every :math:`L_t` reaches :math:`U, W, b` through this recursion (erratum E5).
+
+    Args:
+      params, head: the layer and the head :math:`o_t = V h_t + c`.
+      xs: ``(*batch, T, M)``; targets: see :func:`model_loss`.
+      h0: initial state ``(*batch, D)``; zeros when ``None``.
+
+    Returns:
+      ``(loss, BPTTGrads(cell=RNNParams, head=DenseParams, carry0=dL/dh0))``, equal to
+      :func:`autodiff_bptt` to rounding.
+    """
+    cell = rnn_cell(activation)
+    fwd = _forward(cell, params, head, xs, targets, h0, loss, reduction, lengths)
+    f_prime = _DERIVATIVE_FROM_OUTPUT[activation]
+
+    def backward_step(dh_next, inputs):
+        dh_out, h, valid = inputs
+        v = valid[..., None]
+        g = dh_next + dh_out  # ∂L/∂h_t = Vᵀe_t + Uᵀδ_{t+1}
+        delta = jnp.where(v, g * f_prime(h), 0)  # δ_t = ∂L/∂h_t ⊙ f'(a_t)
+        dh_prev = jnp.where(v, delta @ params.w_hh, g)  # Uᵀδ_t; a padded step passes ∂L/∂h_t on
+        return dh_prev, delta
+
+    dh0, deltas = jax.lax.scan(
+        backward_step, jnp.zeros_like(fwd.carry0), (fwd.dh_out, fwd.carries, fwd.valid), reverse=True
+    )
+    cell_grads = _weight_grads(deltas, fwd.xs, _previous(fwd.carries, fwd.carry0), params)
+    return fwd.loss, BPTTGrads(cell_grads, fwd.head_grads, dh0)
+
+
+def lstm_bptt(
+    params: LSTMParams,
+    head: DenseParams,
+    xs: Array,
+    targets: Array,
+    carry0: LSTMState | None = None,
+    *,
+    loss: str,
+    reduction: str = "sum",
+    lengths: Array | None = None,
+) -> tuple[Array, BPTTGrads]:
+    r"""Manual BPTT for the LSTM (``NOTES.md`` §3), as a reverse ``lax.scan``.
+
+    Given :math:`dh_t = V^\top e_t + (\text{from step } t{+}1)` and :math:`dc_{t+1}` from the step after:
+
+    .. math::
+       dc_t &= dc_{t+1} + dh_t \odot o_t \odot (1 - \tanh^2 c_t) \\
+       dz_o &= dh_t \odot \tanh c_t \odot o_t(1-o_t), \quad dz_f = dc_t \odot c_{t-1} \odot f_t(1-f_t) \\
+       dz_i &= dc_t \odot \tilde c_t \odot i_t(1-i_t), \quad dz_g = dc_t \odot i_t \odot (1-\tilde c_t^2) \\
+       dh_{t-1} &= W_{hh}^\top dz_t \;(+\,V^\top e_{t-1}), \qquad dc_t \to dc_t \odot f_t \text{ for step } t{-}1 \\
+       \frac{\partial L}{\partial W_{ih}} &= \sum_t dz_t x_t^\top, \quad
+       \frac{\partial L}{\partial W_{hh}} = \sum_t dz_t h_{t-1}^\top, \quad
+       \frac{\partial L}{\partial b} = \sum_t dz_t
+
+    with :math:`dz_t = [dz_i; dz_f; dz_g; dz_o]` in our gate order.
+
+    Returns:
+      ``(loss, BPTTGrads(cell=LSTMParams, head=DenseParams, carry0=LSTMState(dL/dh0, dL/dc0)))``.
+    """
+    fwd = _forward(LSTM_CELL, params, head, xs, targets, carry0, loss, reduction, lengths)
+    prev = _previous(fwd.carries, fwd.carry0)
+    # Recompute the gates of every step at once from the stored carries (no scan needed).
+    gates = lstm_gates(LSTM_CELL.project(params, fwd.xs) + prev.h @ params.w_hh.T)
+
+    def backward_step(carry, inputs):
+        dh_next, dc_next = carry
+        dh_out, c, c_prev, (i, f, g, o), valid = inputs
+        v = valid[..., None]
+        dh = dh_next + dh_out  # ∂L/∂h_t: from the output and from step t+1
+        tanh_c = jnp.tanh(c)
+        dc = dc_next + dh * o * (1 - tanh_c**2)  # back through h_t = o_t ⊙ tanh(c_t)
+        dz_o = dh * tanh_c * o * (1 - o)  # output gate, through σ
+        dz_f = dc * c_prev * f * (1 - f)  # forget gate, through σ
+        dz_i = dc * g * i * (1 - i)  # input gate, through σ
+        dz_g = dc * i * (1 - g**2)  # candidate, through tanh
+        dz = jnp.where(v, jnp.concatenate([dz_i, dz_f, dz_g, dz_o], axis=-1), 0)
+        dh_prev = jnp.where(v, dz @ params.w_hh, dh)  # W_hhᵀ dz; a padded step passes dh on
+        dc_prev = jnp.where(v, dc * f, dc_next)  # through c_t = f_t ⊙ c_{t-1} + …
+        return (dh_prev, dc_prev), dz
+
+    zeros = jnp.zeros_like(fwd.carry0.h)
+    (dh0, dc0), dz = jax.lax.scan(
+        backward_step,
+        (zeros, zeros),
+        (fwd.dh_out, fwd.carries.c, prev.c, gates, fwd.valid),
+        reverse=True,
+    )
+    cell_grads = _weight_grads(dz, fwd.xs, prev.h, params)
+    return fwd.loss, BPTTGrads(cell_grads, fwd.head_grads, LSTMState(dh0, dc0))

@@ -1,0 +1,159 @@
+r"""Parameter initialisers, chosen by name, with explicit PRNG keys.
+
+Weights are ``(out, in)`` matrices (the article's layout). Gate-stacked matrices ``(G·D, in)`` are
+initialised one ``(D, in)`` block at a time, so an orthogonal recurrent matrix is orthogonal per
+gate (as flax's ``OptimizedLSTMCell`` and Keras's per-gate recurrent kernels are).
+
+=================  ==============================================================================
+name               distribution of each block ``(D, fan_in)``, with gain ``scale``
+=================  ==============================================================================
+``orthogonal``     ``scale · Q``, Q with orthonormal rows or columns (Saxe et al. 2014)
+``fan_in``         truncated normal, variance ``scale² / fan_in`` (LeCun; flax's default kernel)
+``scaled_normal``  normal, variance ``scale² / fan_in``: a square matrix then has spectral
+                   radius ≈ ``scale`` (the vanishing/exploding-gradient experiments, Pascanu 2013)
+``uniform``        ``U(-scale/√fan_in, scale/√fan_in)`` (PyTorch's ``nn.RNN``/``nn.LSTM`` default
+                   with fan_in = D)
+``zeros``          zeros
+=================  ==============================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax.cells import DenseParams, LSTMParams, RNNParams
+from lstm_jax.unroll import Bidirectional
+
+Array = jax.Array
+Initializer = Callable[[Array, tuple[int, ...], jnp.dtype], Array]
+
+# Our matrices are (out, in): tell jax.nn.initializers which axis is fan-in.
+_AXES = dict(in_axis=-1, out_axis=-2)
+
+
+def _uniform(scale: float) -> Initializer:
+    def init(key, shape, dtype=jnp.float32):
+        bound = scale / jnp.sqrt(shape[-1]).astype(dtype)
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+_FACTORIES: dict[str, Callable[[float], Initializer]] = {
+    "orthogonal": lambda s: jax.nn.initializers.orthogonal(scale=s),
+    "fan_in": lambda s: jax.nn.initializers.variance_scaling(s**2, "fan_in", "truncated_normal", **_AXES),
+    "scaled_normal": lambda s: jax.nn.initializers.variance_scaling(s**2, "fan_in", "normal", **_AXES),
+    "uniform": _uniform,
+    "zeros": lambda s: jax.nn.initializers.zeros,
+}
+
+INITIALIZERS = tuple(sorted(_FACTORIES))
+
+
+def initializer(name: str, scale: float = 1.0) -> Initializer:
+    """The initialiser called ``name`` (one of :data:`INITIALIZERS`) with gain ``scale``."""
+    if name not in _FACTORIES:
+        raise ValueError(f"initializer: expected one of {list(INITIALIZERS)}, got {name!r}")
+    return _FACTORIES[name](scale)
+
+
+def _blocks(key: Array, init: Initializer, gates: int, rows: int, cols: int, dtype) -> Array:
+    """``gates`` independent ``(rows, cols)`` blocks stacked along the rows."""
+    keys = jax.random.split(key, gates)
+    return jnp.concatenate([init(k, (rows, cols), dtype) for k in keys], axis=0)
+
+
+def _cell_weights(key, gates, input_size, hidden_size, input_init, input_scale, recurrent_init, recurrent_scale, dtype):
+    if input_size < 1 or hidden_size < 1:
+        raise ValueError(f"sizes: expected input_size >= 1 and hidden_size >= 1, got {input_size} and {hidden_size}")
+    k_ih, k_hh = jax.random.split(key)
+    w_ih = _blocks(k_ih, initializer(input_init, input_scale), gates, hidden_size, input_size, dtype)
+    w_hh = _blocks(k_hh, initializer(recurrent_init, recurrent_scale), gates, hidden_size, hidden_size, dtype)
+    return w_ih, w_hh
+
+
+def init_rnn(
+    key: Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    input_init: str = "fan_in",
+    input_scale: float = 1.0,
+    recurrent_init: str = "orthogonal",
+    recurrent_scale: float = 1.0,
+    dtype=jnp.float32,
+) -> RNNParams:
+    """Simple-RNN parameters: W ``(D, M)`` and U ``(D, D)`` by name, b = 0."""
+    w_ih, w_hh = _cell_weights(
+        key, 1, input_size, hidden_size, input_init, input_scale, recurrent_init, recurrent_scale, dtype
+    )
+    return RNNParams(w_ih, w_hh, jnp.zeros((hidden_size,), dtype))
+
+
+def init_lstm(
+    key: Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    input_init: str = "fan_in",
+    input_scale: float = 1.0,
+    recurrent_init: str = "orthogonal",
+    recurrent_scale: float = 1.0,
+    dtype=jnp.float32,
+) -> LSTMParams:
+    """LSTM parameters, gates (i, f, g, o); biases 0 except ``b_f = forget_bias``.
+
+    A forget-gate bias of 1 (Gers et al. 2000; Jozefowicz et al. 2015) starts the cell state with
+    a per-step retention of σ(1) ≈ 0.73 instead of 0.5.
+    """
+    w_ih, w_hh = _cell_weights(
+        key, 4, input_size, hidden_size, input_init, input_scale, recurrent_init, recurrent_scale, dtype
+    )
+    b = jnp.zeros((4, hidden_size), dtype).at[1].set(forget_bias).reshape(-1)
+    return LSTMParams(w_ih, w_hh, b)
+
+
+def init_dense(
+    key: Array, input_size: int, output_size: int, *, use_bias: bool = True, init: str = "fan_in", dtype=jnp.float32
+) -> DenseParams:
+    """Head parameters V ``(N, D)`` by name and c = 0 ``(N,)`` (or None without bias)."""
+    if input_size < 1 or output_size < 1:
+        raise ValueError(f"sizes: expected input_size >= 1 and output_size >= 1, got {input_size} and {output_size}")
+    w = initializer(init)(key, (output_size, input_size), dtype)
+    return DenseParams(w, jnp.zeros((output_size,), dtype) if use_bias else None)
+
+
+def init_layers(
+    key: Array,
+    init_fn: Callable[..., RNNParams | LSTMParams],
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    bidirectional: bool = False,
+    **kwargs,
+) -> tuple:
+    """Parameters for :func:`lstm_jax.unroll.unroll_layers`: ``num_layers`` layers of ``init_fn``.
+
+    Layer 0 reads ``input_size`` features; later layers read ``hidden_size`` (``2·hidden_size``
+    when bidirectional). ``kwargs`` go to ``init_fn`` (e.g. ``forget_bias``).
+    """
+    if num_layers < 1:
+        raise ValueError(f"num_layers: expected >= 1, got {num_layers}")
+    layers = []
+    for k in jax.random.split(key, num_layers):
+        if bidirectional:
+            k_f, k_b = jax.random.split(k)
+            layers.append(
+                Bidirectional(
+                    init_fn(k_f, input_size, hidden_size, **kwargs), init_fn(k_b, input_size, hidden_size, **kwargs)
+                )
+            )
+        else:
+            layers.append(init_fn(k, input_size, hidden_size, **kwargs))
+        input_size = hidden_size * (2 if bidirectional else 1)
+    return tuple(layers)

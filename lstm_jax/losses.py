@@ -1,0 +1,140 @@
+r"""Losses from logits, and their reduction over time with padding masks.
+
+Every loss here is a weighted sum of per-step losses,
+
+.. math:: L = \sum_{b,t} w_{b,t}\, L_t(o_{b,t}, y_{b,t}),
+
+where :math:`o_t = V h_t + c` are the logits and the weights :math:`w` (:func:`time_weights`)
+encode the reduction and the padding mask:
+
+* ``"sum"``: :math:`w = m / B`, the article's :math:`L = \sum_t L_t`, averaged over the batch;
+* ``"mean"``: :math:`w = m / \sum m`, the mean over all valid steps of the batch;
+* ``"last"``: :math:`w = [t = \text{last valid step}] / B`, a many-to-one loss.
+
+Per-step losses, each paired with the output nonlinearity ``g`` that makes
+:math:`\partial L_t / \partial o_t` simple (erratum E2):
+
+* ``"softmax_cross_entropy"`` (g = softmax): :math:`-\sum_k y_k \log \mathrm{softmax}(o)_k`,
+  computed with ``log_softmax``; :math:`\partial L_t/\partial o = \hat y \sum_k y_k - y`, which is
+  the article's :math:`\hat y - y` when :math:`y` is a distribution;
+* ``"sigmoid_binary_cross_entropy"`` (g = sigmoid):
+  :math:`-\sum_k y_k \log\sigma(o_k) + (1-y_k)\log(1-\sigma(o_k))`, via ``log_sigmoid``;
+  :math:`\partial L_t/\partial o = \hat y - y`;
+* ``"mse"`` (g = identity): :math:`\frac1N \sum_k (o_k - y_k)^2`;
+  :math:`\partial L_t/\partial o = \frac2N (o - y)`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lstm_jax import _checks
+
+Array = jax.Array
+
+_STEP_LOSSES: dict[str, Callable[[Array, Array], Array]] = {
+    "softmax_cross_entropy": optax.softmax_cross_entropy,
+    "sigmoid_binary_cross_entropy": lambda o, y: optax.sigmoid_binary_cross_entropy(o, y).sum(-1),
+    "mse": lambda o, y: optax.squared_error(o, y).mean(-1),
+}
+
+LOSSES = tuple(_STEP_LOSSES)
+REDUCTIONS = ("sum", "mean", "last")
+
+#: The head nonlinearity ``g`` that turns logits into predictions for each loss.
+OUTPUT_ACTIVATION = {"softmax_cross_entropy": "softmax", "sigmoid_binary_cross_entropy": "sigmoid", "mse": "identity"}
+
+
+def _check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+
+
+def step_loss(kind: str, logits: Array, targets: Array) -> Array:
+    """Per-step loss :math:`L_t`, reducing the last (feature) axis: ``(..., N) -> (...)``."""
+    _check_choice("loss", kind, LOSSES)
+    return _STEP_LOSSES[kind](logits, targets)
+
+
+def step_loss_grad(kind: str, logits: Array, targets: Array) -> Array:
+    r"""The manual :math:`\partial L_t / \partial o_t`, ``(..., N)`` (see the module docstring)."""
+    _check_choice("loss", kind, LOSSES)
+    if kind == "softmax_cross_entropy":
+        return jax.nn.softmax(logits) * targets.sum(-1, keepdims=True) - targets
+    if kind == "sigmoid_binary_cross_entropy":
+        return jax.nn.sigmoid(logits) - targets
+    return 2 * (logits - targets) / logits.shape[-1]
+
+
+def time_weights(mask: Array, reduction: str, dtype=jnp.float32) -> Array:
+    """Weights ``w`` ``(*batch, T)`` with ``loss = Σ w · L_t`` (see the module docstring).
+
+    Args:
+      mask: boolean ``(*batch, T)``, ``True`` at valid steps (any pattern; ``"last"`` takes the
+        last ``True`` of each row, and a row with none contributes nothing).
+      reduction: ``"sum"``, ``"mean"`` or ``"last"``.
+      dtype: dtype of the weights (that of the logits).
+    """
+    _check_choice("reduction", reduction, REDUCTIONS)
+    m = mask.astype(dtype)
+    num_sequences = max(1, m[..., 0].size)
+    if reduction == "sum":
+        return m / num_sequences
+    if reduction == "mean":
+        return m / jnp.maximum(m.sum(), 1)
+    num_steps = m.shape[-1]
+    last = num_steps - 1 - jnp.argmax(jnp.flip(mask, -1), axis=-1)
+    is_last = jnp.arange(num_steps) == last[..., None]
+    return (is_last & mask.any(-1, keepdims=True)).astype(dtype) / num_sequences
+
+
+def prepare_targets(kind: str, logits: Array, targets: Array, reduction: str, mask: Array | None) -> Array:
+    """Validate ``logits (*batch, T, N)``, targets and mask; return targets shaped like the logits.
+
+    With ``reduction="last"`` the targets may be ``(*batch, N)``, one per sequence. Targets at
+    masked steps are set to zero, so padding holding garbage (even NaN) cannot reach the loss.
+    """
+    _check_choice("loss", kind, LOSSES)
+    _check_choice("reduction", reduction, REDUCTIONS)
+    _checks.check_floating("logits", logits)
+    _checks.check_ndim("logits", logits, 2, "(*batch, T, N)")
+    if not jnp.issubdtype(jnp.result_type(targets), jnp.floating):
+        raise ValueError(
+            f"targets: expected a floating dtype (one-hot or probabilities: use jax.nn.one_hot for "
+            f"class ids), got {jnp.result_type(targets)}"
+        )
+    _checks.check_same_dtype("targets", targets, logits.dtype)
+    if reduction == "last" and targets.shape == logits.shape[:-2] + logits.shape[-1:]:
+        targets = jnp.broadcast_to(targets[..., None, :], logits.shape)
+    expected = "(*batch, T, N)" + (" or (*batch, N)" if reduction == "last" else "")
+    _checks.check_shape("targets", targets, logits.shape, f"{expected} like the logits")
+    if mask is not None:
+        _checks.check_shape("mask", mask, logits.shape[:-1], "(*batch, T)")
+        if mask.dtype != jnp.bool_:
+            raise ValueError(f"mask: expected dtype bool, got {mask.dtype}")
+        targets = jnp.where(mask[..., None], targets, jnp.zeros_like(targets))
+    return targets
+
+
+def sequence_loss(
+    kind: str, logits: Array, targets: Array, *, reduction: str = "sum", mask: Array | None = None
+) -> Array:
+    """Scalar loss ``Σ_{b,t} w_{b,t} L_t`` over a batch of sequences of logits.
+
+    Args:
+      kind: one of :data:`LOSSES`.
+      logits: ``(*batch, T, N)``, the head's pre-activations :math:`o_t`.
+      targets: ``(*batch, T, N)`` floats (one-hot, probabilities or values); ``(*batch, N)`` with
+        ``reduction="last"``.
+      reduction: one of :data:`REDUCTIONS`.
+      mask: optional boolean ``(*batch, T)``; ``lstm_jax.unroll.valid_steps(lengths, T)`` builds it.
+    """
+    targets = prepare_targets(kind, logits, targets, reduction, mask)
+    if mask is None:
+        mask = jnp.ones(logits.shape[:-1], bool)
+    weights = time_weights(mask, reduction, logits.dtype)
+    return jnp.sum(weights * step_loss(kind, logits, targets))
