@@ -98,9 +98,14 @@ class Cell(NamedTuple):
     zeros: Callable[[Any, tuple[int, ...]], Any]
 
 
+def add_bias(y: Array, b: Array) -> Array:
+    """``y + b`` over the last axis, with ``b``'s rank made explicit (no implicit rank promotion)."""
+    return y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
+
+
 def project_input(params: RNNParams | LSTMParams, x: Array) -> Array:
     r""":math:`z = W_{ih} x + b` for any leading dimensions of ``x``; shared by both cells."""
-    return jnp.einsum("...m,gm->...g", x, params.w_ih) + params.b
+    return add_bias(jnp.einsum("...m,gm->...g", x, params.w_ih), params.b)
 
 
 def _rnn_recur(activation: str, params: RNNParams, h: Array, z: Array) -> tuple[Array, Array]:
@@ -257,7 +262,7 @@ def dense(params: DenseParams, h: Array) -> Array:
     o = jnp.einsum("...d,nd->...n", h, params.w)
     if params.b is not None:
         _checks.check_shape("params.b", params.b, params.w.shape[:1], "(N,)")
-        o = o + params.b
+        o = add_bias(o, params.b)
     return o
 
 

@@ -88,7 +88,7 @@ def time_weights(mask: Array, reduction: str, dtype=jnp.float32) -> Array:
         return m / jnp.maximum(m.sum(), 1)
     num_steps = m.shape[-1]
     last = num_steps - 1 - jnp.argmax(jnp.flip(mask, -1), axis=-1)
-    is_last = jnp.arange(num_steps) == last[..., None]
+    is_last = jnp.arange(num_steps).reshape((1,) * last.ndim + (num_steps,)) == last[..., None]
     return (is_last & mask.any(-1, keepdims=True)).astype(dtype) / num_sequences
 
 

@@ -34,7 +34,8 @@ class Bidirectional(NamedTuple):
 
 def valid_steps(lengths: Array, num_steps: int) -> Array:
     """Boolean mask ``(*batch, T)``: ``True`` where ``t < lengths`` (right padding)."""
-    return jnp.arange(num_steps, dtype=jnp.result_type(lengths)) < lengths[..., None]
+    steps = jnp.arange(num_steps, dtype=jnp.result_type(lengths)).reshape((1,) * jnp.ndim(lengths) + (num_steps,))
+    return steps < lengths[..., None]
 
 
 def scan_cell(
