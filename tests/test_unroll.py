@@ -1,0 +1,191 @@
+"""The unroll: a Python loop over the step gives the same numbers, and every option does what it says."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from _util import assert_trees_close
+from lstm_jax.cells import Cell, LSTMState, lstm_cell, lstm_step, rnn_cell, rnn_step
+from lstm_jax.init import init_layers, init_lstm, init_rnn
+from lstm_jax.unroll import Bidirectional, unroll, unroll_layers, valid_steps
+
+B, T, M, D = 3, 6, 4, 5
+# float32: the hoisted input GEMM sums in another order than a per-step matmul.
+F32 = dict(rtol=1e-5, atol=1e-6)
+
+
+def _setup(model, key, batch=(B,), dtype=jnp.float32):
+    k_p, k_x, k_h, k_c = jax.random.split(key, 4)
+    if model == "rnn":
+        params, cell = init_rnn(k_p, M, D, dtype=dtype), rnn_cell("tanh")
+        carry0 = jax.random.normal(k_h, (*batch, D), dtype)
+        step = functools.partial(rnn_step, activation="tanh")
+    else:
+        params, cell = init_lstm(k_p, M, D, dtype=dtype), lstm_cell()
+        carry0 = LSTMState(jax.random.normal(k_h, (*batch, D), dtype), jax.random.normal(k_c, (*batch, D), dtype))
+        step = lstm_step
+    xs = jax.random.normal(k_x, (*batch, T, M), dtype)
+    return cell, step, params, xs, carry0
+
+
+def _python_loop(step, params, xs, carry, steps):
+    """The reference: call the one-step function ``steps`` times, batch-major inputs."""
+    outputs = []
+    for t in steps:
+        carry, h = step(params, carry, xs[..., t, :])
+        outputs.append(h)
+    return carry, outputs
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_scan_equals_python_loop(model, key):
+    with jax.enable_x64(True):
+        cell, step, params, xs, carry0 = _setup(model, key, dtype=jnp.float64)
+        carry, hs = unroll(cell, params, xs, carry0)
+        carry_ref, hs_ref = _python_loop(step, params, xs, carry0, range(T))
+        assert_trees_close(carry, carry_ref, rtol=1e-13)
+        assert_trees_close(hs, jnp.stack(hs_ref, axis=-2), rtol=1e-13)
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_zero_carry_by_default(model, key):
+    cell, _, params, xs, carry0 = _setup(model, key)
+    zeros = jax.tree.map(jnp.zeros_like, carry0)
+    assert_trees_close(unroll(cell, params, xs), unroll(cell, params, xs, zeros), rtol=0)
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_time_major_is_a_transpose(model, key):
+    cell, _, params, xs, carry0 = _setup(model, key)
+    carry_b, hs_b = unroll(cell, params, xs, carry0)
+    carry_t, hs_t = unroll(cell, params, jnp.swapaxes(xs, 0, 1), carry0, time_major=True)
+    assert_trees_close(carry_t, carry_b, **F32)
+    assert_trees_close(jnp.swapaxes(hs_t, 0, 1), hs_b, **F32)
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+@pytest.mark.parametrize("unroll_factor", [2, 4, True])
+def test_unroll_factor_changes_nothing(model, unroll_factor, key):
+    cell, _, params, xs, carry0 = _setup(model, key)
+    assert_trees_close(unroll(cell, params, xs, carry0, unroll=unroll_factor), unroll(cell, params, xs, carry0), **F32)
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_lengths_freeze_carry_and_zero_outputs(model, key):
+    cell, step, params, xs, carry0 = _setup(model, key)
+    lengths = jnp.array([T, 2, 0])
+    carry, hs = unroll(cell, params, xs, carry0, lengths=lengths)
+    for b, n in enumerate(np.asarray(lengths)):
+        row = functools.partial(jax.tree.map, lambda a: a[b])
+        carry_ref, hs_ref = _python_loop(step, params, xs[b], row(carry0), range(n))
+        assert_trees_close(row(carry), carry_ref, **F32)
+        if n:
+            assert_trees_close(hs[b, :n], jnp.stack(hs_ref), **F32)
+        assert jnp.all(hs[b, n:] == 0)
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_reverse_reads_each_sequence_backwards_within_its_length(model, key):
+    cell, step, params, xs, carry0 = _setup(model, key)
+    lengths = jnp.array([T, 3, 1])
+    carry, hs = unroll(cell, params, xs, carry0, lengths=lengths, reverse=True)
+    for b, n in enumerate(np.asarray(lengths)):
+        row = functools.partial(jax.tree.map, lambda a: a[b])
+        carry_ref, hs_ref = _python_loop(step, params, xs[b], row(carry0), reversed(range(n)))
+        assert_trees_close(row(carry), carry_ref, **F32)
+        assert_trees_close(hs[b, :n], jnp.stack(hs_ref[::-1]), **F32)  # h at position t
+        assert jnp.all(hs[b, n:] == 0)
+
+
+def test_plumbing_with_a_trivial_cell():
+    """A cell that adds its input to the carry: the unroll is then a (masked, reversed) cumsum."""
+    counter = Cell("counter", 1, lambda p, x: x, lambda p, c, z: (c + z, c + z), lambda p, shape: jnp.zeros((*shape, 1)))
+    # The trivial cell has no weights: call the scan directly, around unroll's checks.
+    from lstm_jax.unroll import scan_cell
+
+    xs = jnp.ones((T, 2, 1))
+    valid = jnp.moveaxis(valid_steps(jnp.array([4, 0]), T), -1, 0)
+    carry, hs = scan_cell(counter, None, xs, jnp.zeros((2, 1)), valid)
+    np.testing.assert_array_equal(carry[:, 0], [4, 0])
+    np.testing.assert_array_equal(hs[:, 0, 0], [1, 2, 3, 4, 0, 0])
+    carry, hs = scan_cell(counter, None, xs, jnp.zeros((2, 1)), valid, reverse=True)
+    np.testing.assert_array_equal(hs[:, 0, 0], [4, 3, 2, 1, 0, 0])
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_any_leading_batch_dimensions(model, key):
+    cell, _, params, xs, carry0 = _setup(model, key, batch=(2, 3))
+    carry, hs = unroll(cell, params, xs, carry0)
+    assert hs.shape == (2, 3, T, D)
+    flat = jax.tree.map(lambda a: a.reshape(6, *a.shape[2:]), (xs, carry0))
+    carry_flat, hs_flat = unroll(cell, params, flat[0], flat[1])
+    assert_trees_close(hs.reshape(6, T, D), hs_flat, **F32)
+    # and no batch at all: (T, M)
+    c1, h1 = unroll(cell, params, xs[0, 0], jax.tree.map(lambda a: a[0, 0], carry0))
+    assert h1.shape == (T, D)
+    assert_trees_close(h1, hs[0, 0], **F32)
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_jit_grad_and_vmap(model, key):
+    cell, _, params, xs, carry0 = _setup(model, key)
+    lengths = jnp.array([T, 2, 4])
+    run = lambda p, x, c, n: unroll(cell, p, x, c, lengths=n)
+    eager = run(params, xs, carry0, lengths)
+    assert_trees_close(jax.jit(run)(params, xs, carry0, lengths), eager, **F32)
+    # vmap over the batch: each sequence alone, unbatched inside
+    assert_trees_close(jax.vmap(run, in_axes=(None, 0, 0, 0))(params, xs, carry0, lengths), eager, **F32)
+    grads = jax.grad(lambda p: jnp.sum(run(p, xs, carry0, lengths)[1] ** 2))(params)
+    assert all(bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_stacked_layers_chain_single_layers(model, key):
+    cell, _, _, xs, _ = _setup(model, key)
+    init = init_rnn if model == "rnn" else init_lstm
+    layers = init_layers(jax.random.key(1), init, M, D, num_layers=3)
+    assert [p.w_ih.shape[1] for p in layers] == [M, D, D]
+    lengths = jnp.array([T, 2, 5])
+    finals, hs = unroll_layers(cell, layers, xs, lengths=lengths)
+    h, expected_finals = xs, []
+    for p in layers:
+        final, h = unroll(cell, p, h, lengths=lengths)
+        expected_finals.append(final)
+    assert_trees_close(finals, tuple(expected_finals), **F32)
+    assert_trees_close(hs, h, **F32)
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_bidirectional_backward_half_reads_reversed_sequences(model, key):
+    cell, _, _, xs, _ = _setup(model, key)
+    init = init_rnn if model == "rnn" else init_lstm
+    layers = init_layers(jax.random.key(2), init, M, D, num_layers=2, bidirectional=True)
+    assert isinstance(layers[0], Bidirectional) and layers[1].forward.w_ih.shape == ((4 if model == "lstm" else 1) * D, 2 * D)
+    lengths = jnp.array([T, 3, 1])
+    finals, hs = unroll_layers(cell, layers[:1], xs, lengths=lengths)
+    assert hs.shape == (B, T, 2 * D)
+    fwd_final, fwd = unroll(cell, layers[0].forward, xs, lengths=lengths)
+    assert_trees_close(hs[..., :D], fwd, **F32)
+    assert_trees_close(finals[0].forward, fwd_final, **F32)
+    for b, n in enumerate(np.asarray(lengths)):
+        # flip the valid prefix of sequence b, run forwards, flip the outputs back
+        rev_final, rev = unroll(cell, layers[0].backward, xs[b, :n][::-1])
+        assert_trees_close(hs[b, :n, D:], rev[::-1], **F32)
+        assert_trees_close(jax.tree.map(lambda a: a[b], finals[0].backward), rev_final, **F32)
+        assert jnp.all(hs[b, n:] == 0)
+    # two bidirectional layers run end to end
+    finals2, hs2 = unroll_layers(cell, layers, xs, lengths=lengths)
+    assert hs2.shape == (B, T, 2 * D) and len(finals2) == 2
+
+
+def test_stacked_initial_carries_are_used(key):
+    cell, _, _, xs, _ = _setup("lstm", key)
+    layers = init_layers(jax.random.key(3), init_lstm, M, D, num_layers=2)
+    carry = LSTMState(jnp.ones((B, D)), jnp.ones((B, D)))
+    finals, hs = unroll_layers(cell, layers, xs, (carry, None))
+    _, h0 = unroll(cell, layers[0], xs, carry)
+    _, h1 = unroll(cell, layers[1], h0)
+    assert_trees_close(hs, h1, **F32)
