@@ -1,0 +1,349 @@
+r"""Pins the source article's errata E1–E8; ``docs/errata.md`` explains each one.
+
+Pattern: the article's formula *as written* is transcribed here (it does not belong in the
+library), and the test shows that it fails the check — it disagrees with ``jax.grad`` or with the
+article's own per-gate equations, or it cannot be evaluated because the shapes do not match —
+while the corrected formula, the one the library implements, passes.
+
+Everything runs in float64 (``jax.enable_x64`` around each test, never globally). "Passes" means a
+relative error (:func:`lstm_jax.gradcheck.relative_error`) of at most ``1e-10``; "fails" means at
+least ``0.1``, which no rounding error can produce. Sizes have ``M != D != N`` so that a swapped
+dimension is a shape error rather than a silent coincidence.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lstm_jax import article, bptt, cells, losses
+from lstm_jax.cells import DenseParams, LSTMParams, LSTMState, RNNParams, add_bias
+from lstm_jax.gradcheck import relative_error
+from lstm_jax.unroll import unroll
+
+PASS = 1e-10  # corrected formula vs reference: rounding only
+FAIL = 0.1  # the article's formula vs reference: a real disagreement
+B, T, M, D, N = 3, 6, 4, 5, 3  # batch, steps, input, hidden, output sizes; M != D != N
+LOSS = "softmax_cross_entropy"  # the article's g = softmax, with the loss that belongs to it (E2)
+SEEDS = (0, 1)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _normal(rng, *shape, scale=1.0):
+    return jnp.asarray(scale * rng.standard_normal(shape), jnp.float64)
+
+
+def _one_hot(rng, *batch):
+    return jax.nn.one_hot(rng.integers(0, N, batch), N, dtype=jnp.float64)
+
+
+class Problem(NamedTuple):
+    """Random float64 parameters and data for one cell and the head."""
+
+    params: RNNParams | LSTMParams
+    head: DenseParams
+    xs: jax.Array  # (B, T, M)
+    targets: jax.Array  # (B, T, N), one-hot
+    carry: jax.Array | LSTMState  # a random carry, for single-step checks
+
+
+def _problem(seed: int, gates: int) -> Problem:
+    """Float64 random problem; gains 1.5 on the recurrent weights so no gradient is tiny."""
+    rng = np.random.default_rng(seed)
+    G = gates
+    w_ih, w_hh = _normal(rng, G * D, M, scale=M**-0.5), _normal(rng, G * D, D, scale=1.5 * D**-0.5)
+    b = _normal(rng, G * D, scale=0.5)
+    head = DenseParams(_normal(rng, N, D, scale=D**-0.5), _normal(rng, N, scale=0.5))
+    xs, targets = _normal(rng, B, T, M), _one_hot(rng, B, T)
+    if G == 1:
+        return Problem(RNNParams(w_ih, w_hh, b), head, xs, targets, _normal(rng, B, D, scale=0.5))
+    carry = LSTMState(_normal(rng, B, D, scale=0.5), _normal(rng, B, D))
+    return Problem(LSTMParams(w_ih, w_hh, b), head, xs, targets, carry)
+
+
+def _rnn_problem(seed: int) -> Problem:
+    """A simple-RNN problem; the unrolls start from h_0 = 0 with full-length sequences, as in the article."""
+    return _problem(seed, 1)
+
+
+def _rnn_forward(p):
+    """Hidden states h_t (B, T, D) and predictions ŷ_t = softmax(V h_t + c) (B, T, N)."""
+    _, hs = unroll(cells.rnn_cell("tanh"), p.params, p.xs)
+    return hs, jax.nn.softmax(cells.dense(p.head, hs))
+
+
+def _rnn_grads(p):
+    """(jax.grad, manual BPTT) of L = Σ_t L_t, averaged over the batch (``reduction="sum"``)."""
+    _, auto = bptt.autodiff_bptt(cells.rnn_cell("tanh"), p.params, p.head, p.xs, p.targets, loss=LOSS)
+    _, manual = bptt.rnn_bptt(p.params, p.head, p.xs, p.targets, loss=LOSS)
+    return auto, manual
+
+
+# ----------------------------------------------------------------------------------------------
+# E1: the BPTT section writes a_t = W h_{t-1} + U x_t + b, swapping the forward section's names.
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e1_bptt_section_swaps_u_and_w(seed):
+    p = _rnn_problem(seed)
+    # The forward section's names and shapes: U (D, D) state→state, W (D, M) input→state.
+    U, W, b = p.params.w_hh, p.params.w_ih, p.params.b
+    assert U.shape == (D, D) and W.shape == (D, M)
+    h_prev, x = p.carry, p.xs[:, 0]
+
+    def forward_section(h, x):  # h_t = tanh(U h_{t-1} + W x_t + b)
+        return jnp.tanh(add_bias(h @ U.T + x @ W.T, b))
+
+    def bptt_section(h, x):  # a_t = W h_{t-1} + U x_t + b, h_t = tanh(a_t), same U and W
+        return jnp.tanh(add_bias(h @ W.T + x @ U.T, b))
+
+    _, expected = cells.rnn_step(p.params, h_prev, x)
+    assert relative_error(forward_section(h_prev, x), expected) <= PASS
+    with pytest.raises(TypeError, match="shape"):
+        bptt_section(h_prev, x)  # W (D, M) cannot multiply h_{t-1} ∈ R^D when M != D
+
+
+# ----------------------------------------------------------------------------------------------
+# E2: binary cross-entropy with softmax, and softmax' = ŷ(1 − ŷ) taken elementwise.
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e2_softmax_jacobian_is_not_elementwise(seed):
+    o = _normal(np.random.default_rng(seed), N)
+    y_hat = jax.nn.softmax(o)
+    jacobian = jax.jacfwd(jax.nn.softmax)(o)
+    article_jacobian = jnp.diag(y_hat * (1 - y_hat))  # "softmax' = ŷ(1 − ŷ)"
+    # The diagonal is right, the off-diagonals −ŷ_j ŷ_k are not zero.
+    assert relative_error(jnp.diag(jacobian), y_hat * (1 - y_hat)) <= PASS
+    assert relative_error(jacobian, article_jacobian) >= FAIL
+    assert relative_error(jacobian, jnp.diag(y_hat) - jnp.outer(y_hat, y_hat)) <= PASS
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e2_binary_cross_entropy_on_softmax_is_not_y_hat_minus_y(seed):
+    rng = np.random.default_rng(seed)
+    o, y = _normal(rng, B, N), _one_hot(rng, B)
+    y_hat = jax.nn.softmax(o)
+
+    def article_loss(o):  # L_t = −(y ln ŷ + (1 − y) ln(1 − ŷ)) with ŷ = softmax(o), summed
+        s = jax.nn.softmax(o)
+        return -jnp.sum(y * jnp.log(s) + (1 - y) * jnp.log(1 - s))
+
+    # The article's elementwise chain rule does simplify to ŷ − y ...
+    article_chain = -(y / y_hat - (1 - y) / (1 - y_hat)) * y_hat * (1 - y_hat)
+    assert relative_error(article_chain, y_hat - y) <= PASS
+    # ... but that is not the gradient of its loss: softmax couples the outputs.
+    assert relative_error(jax.grad(article_loss)(o), y_hat - y) >= FAIL
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e2_matched_pairs_give_y_hat_minus_y(seed):
+    rng = np.random.default_rng(seed)
+    o = _normal(rng, B, N)
+
+    def grad_of(kind, y):
+        return jax.grad(lambda o: jnp.sum(losses.step_loss(kind, o, y)))(o)
+
+    # softmax + categorical cross-entropy −Σ_k y_k ln ŷ_k, y one-hot
+    y = _one_hot(rng, B)
+    kind = "softmax_cross_entropy"
+    assert relative_error(grad_of(kind, y), jax.nn.softmax(o) - y) <= PASS
+    assert relative_error(grad_of(kind, y), losses.step_loss_grad(kind, o, y)) <= PASS
+    # sigmoid + binary cross-entropy, y ∈ {0, 1}^N
+    y = jnp.asarray(rng.integers(0, 2, (B, N)), jnp.float64)
+    kind = "sigmoid_binary_cross_entropy"
+    assert relative_error(grad_of(kind, y), jax.nn.sigmoid(o) - y) <= PASS
+    assert relative_error(grad_of(kind, y), losses.step_loss_grad(kind, o, y)) <= PASS
+
+
+# ----------------------------------------------------------------------------------------------
+# E3: ∂L/∂c = −Σ_t (ŷ_t − y_t); the sign is wrong.
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e3_head_bias_gradient_sign(seed):
+    p = _rnn_problem(seed)
+    _, y_hat = _rnn_forward(p)
+    y = p.targets
+    auto, manual = _rnn_grads(p)
+    # L = Σ_t L_t per sequence, averaged over the batch: the article's sums, then / B.
+    article_dc = -jnp.sum(y_hat - y, axis=(0, 1)) / B
+    corrected_dc = jnp.sum(y_hat - y, axis=(0, 1)) / B
+    # The article's own previous line, −(y/ŷ − (1−y)/(1−ŷ)) · ŷ(1 − ŷ), summed, gives the + sign.
+    previous_line = jnp.sum(-(y / y_hat - (1 - y) / (1 - y_hat)) * y_hat * (1 - y_hat), axis=(0, 1)) / B
+    assert relative_error(previous_line, corrected_dc) <= PASS
+
+    assert relative_error(article_dc, auto.head.b) >= FAIL  # exactly 2: the opposite vector
+    assert relative_error(corrected_dc, auto.head.b) <= PASS
+    assert relative_error(manual.head.b, auto.head.b) <= PASS
+
+
+# ----------------------------------------------------------------------------------------------
+# E4: ∂L/∂V = −Σ_t (ŷ_t − y_t) h_t; wrong sign, and it must be an outer product.
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e4_head_weight_gradient_is_an_outer_product(seed):
+    p = _rnn_problem(seed)
+    hs, y_hat = _rnn_forward(p)
+    e = y_hat - p.targets  # (B, T, N)
+    auto, manual = _rnn_grads(p)
+    with pytest.raises(TypeError, match="shape"):
+        -jnp.sum(e * hs, axis=1)  # as written: (ŷ_t − y_t) ∈ R^N times h_t ∈ R^D, N != D
+    article_dv = -jnp.einsum("btn,btd->nd", e, hs) / B  # read as an outer product, sign kept
+    corrected_dv = jnp.einsum("btn,btd->nd", e, hs) / B  # Σ_t (ŷ_t − y_t) h_tᵀ
+    assert corrected_dv.shape == p.head.w.shape == (N, D)
+    assert relative_error(article_dv, auto.head.w) >= FAIL
+    assert relative_error(corrected_dv, auto.head.w) <= PASS
+    assert relative_error(manual.head.w, auto.head.w) <= PASS
+
+
+# ----------------------------------------------------------------------------------------------
+# E5: ∂L/∂W (recurrent) written as a chain through L_T only.
+
+
+def _article_recurrent_grad(U, V, hs, h0, e_T):
+    r"""The article's last line, term by term, with explicit Jacobians, summed over the batch:
+
+    .. math:: \sum_{t=1}^T \frac{\partial L}{\partial \hat y_T}\frac{\partial \hat y_T}{\partial o_T}
+              \frac{\partial o_T}{\partial h_T}\frac{\partial h_T}{\partial h_t}
+              \frac{\partial h_t}{\partial W}
+
+    ``U`` is the state→state matrix (the article's ``W`` in that section, erratum E1) and
+    ``e_T = ∂L/∂o_T``, ``(B, N)``. ``∂h_t/∂W`` is the immediate partial: h_{t-1} held fixed.
+    """
+    f_prime = 1 - hs**2  # tanh'(a_t), (B, T, D)
+    h_prev = jnp.concatenate([h0[:, None], hs[:, :-1]], axis=1)
+    dL_dhT = e_T @ V  # ∂L/∂ŷ_T ∂ŷ_T/∂o_T ∂o_T/∂h_T, (B, D)
+    dhT_dht = jnp.broadcast_to(jnp.eye(D), (B, D, D))  # ∂h_T/∂h_T = I
+    grad = jnp.zeros((D, D), U.dtype)
+    for t in reversed(range(T)):
+        # ∂h_t/∂W_jk = [i = j] f'(a_t)_j h_{t-1,k}
+        v = jnp.einsum("bi,bij->bj", dL_dhT, dhT_dht)
+        grad = grad + jnp.einsum("bj,bk->jk", v * f_prime[:, t], h_prev[:, t])
+        if t > 0:  # ∂h_T/∂h_{t-1} = ∂h_T/∂h_t · diag(f'(a_t)) U
+            dhT_dht = jnp.einsum("bij,bj,jk->bik", dhT_dht, f_prime[:, t], U)
+    return grad
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e5_recurrent_gradient_needs_every_step_loss(seed):
+    p = _rnn_problem(seed)
+    hs, y_hat = _rnn_forward(p)
+    e_T = (y_hat[:, -1] - p.targets[:, -1]) / B  # ∂L/∂o_T, batch-averaged like the loss
+    article_dU = _article_recurrent_grad(p.params.w_hh, p.head.w, hs, jnp.zeros((B, D), jnp.float64), e_T)
+
+    cell = cells.rnn_cell("tanh")
+    _, last_only = bptt.autodiff_bptt(cell, p.params, p.head, p.xs, p.targets, loss=LOSS, reduction="last")
+    auto, manual = _rnn_grads(p)  # L = Σ_t L_t
+    # The transcription is faithful: it is exactly the gradient of the last step's loss L_T ...
+    assert relative_error(article_dU, last_only.cell.w_hh) <= PASS
+    # ... which is not the gradient of L = Σ_t L_t. The δ_t recursion (rnn_bptt) is.
+    assert relative_error(article_dU, auto.cell.w_hh) >= FAIL
+    assert relative_error(manual.cell, auto.cell) <= PASS
+
+
+# ----------------------------------------------------------------------------------------------
+# E6–E8: the LSTM's gate equations (§2.2).
+
+
+def _lstm_problem(seed: int):
+    """LSTM params with four clearly different bias blocks, a random carry and one input step."""
+    p = _problem(seed, 4)
+    offsets = jnp.repeat(jnp.array([-1.0, 1.0, 0.5, -0.5], jnp.float64), D)  # b_i, b_f, b_c, b_o
+    params = p.params._replace(b=p.params.b + offsets)
+    return params, p.carry, p.xs[:, 0]
+
+
+def _article_blocks(params):
+    """The article's W (4D, D+M) and b (4D,) cut into named blocks along its [h_{t-1}; x_t] split."""
+    W, b = article.lstm_to_article(params)
+    names = article.ARTICLE_GATE_ORDER  # (g, o, i, f): c̃, o, i, f
+    rows = dict(zip(names, jnp.split(W, 4, axis=0)))
+    biases = dict(zip(names, jnp.split(b, 4)))
+    Ws = {k: r[:, :D] for k, r in rows.items()}  # multiply h_{t-1}
+    Us = {k: r[:, D:] for k, r in rows.items()}  # multiply x_t
+    return W, b, Ws, Us, biases
+
+
+def _per_gate(Ws, Us, bs, carry, x):
+    """The article's left-hand per-gate equations, f_t = σ(W_f h_{t-1} + U_f x_t + b_f) etc."""
+    h = carry.h
+
+    def pre(k):
+        return add_bias(h @ Ws[k].T + x @ Us[k].T, bs[k])
+
+    f, i, o = (jax.nn.sigmoid(pre(k)) for k in "fio")
+    c_tilde = jnp.tanh(pre("g"))
+    c = f * carry.c + i * c_tilde
+    return LSTMState(o * jnp.tanh(c), c)
+
+
+def _fused_lines(W, b, carry, x, *, bias_of_every_line=None, candidate=jnp.tanh):
+    """The right-hand sides of §2.2's gate lines, σ([W_k, U_k]·[h_{t-1}, x_t]ᵀ + b_?) per gate.
+
+    ``bias_of_every_line="f"`` gives every line ``b_f``, as the article prints (E6);
+    ``candidate=σ`` uses the article's σ on the candidate's line (E7).
+    """
+    hx = jnp.concatenate([carry.h, x], axis=-1)
+    names = article.ARTICLE_GATE_ORDER
+    rows = dict(zip(names, jnp.split(W, 4, axis=0)))
+    biases = dict(zip(names, jnp.split(b, 4)))
+
+    def pre(k):
+        return add_bias(hx @ rows[k].T, biases[bias_of_every_line or k])
+
+    f, i, o = (jax.nn.sigmoid(pre(k)) for k in "fio")
+    c_tilde = candidate(pre("g"))
+    c = f * carry.c + i * c_tilde
+    return LSTMState(o * jnp.tanh(c), c)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e6_each_gate_has_its_own_bias(seed):
+    params, carry, x = _lstm_problem(seed)
+    W, b, Ws, Us, bs = _article_blocks(params)
+    expected, _ = cells.lstm_step(params, carry, x)
+    assert relative_error(_per_gate(Ws, Us, bs, carry, x), expected) <= PASS  # the left-hand forms
+
+    as_printed = _fused_lines(W, b, carry, x, bias_of_every_line="f")
+    assert relative_error(as_printed, expected) >= FAIL
+    assert relative_error(_fused_lines(W, b, carry, x), expected) <= PASS
+    state, _ = article.article_lstm_step(W, b, carry, x)
+    assert relative_error(state, expected) <= PASS
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e7_candidate_uses_tanh(seed):
+    params, carry, x = _lstm_problem(seed)
+    W, b, _, _, _ = _article_blocks(params)
+    expected, _ = cells.lstm_step(params, carry, x)
+    assert relative_error(_fused_lines(W, b, carry, x, candidate=jax.nn.sigmoid), expected) >= FAIL
+    assert relative_error(_fused_lines(W, b, carry, x, candidate=jnp.tanh), expected) <= PASS
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e8_weight_dimensions(seed):
+    params, carry, x = _lstm_problem(seed)
+    W, b, Ws, Us, bs = _article_blocks(params)
+    assert W.shape == (4 * D, D + M)
+    # Cut along the article's own [h_{t-1}; x_t]: W_* is (D, D), U_* is (D, M), not as §2.2 states.
+    assert all(Ws[k].shape == (D, D) and Us[k].shape == (D, M) for k in Ws)
+    expected, _ = cells.lstm_step(params, carry, x)
+    assert relative_error(_per_gate(Ws, Us, bs, carry, x), expected) <= PASS
+
+    # The stated dimensions, W_* ∈ R^{D×M} and U_* ∈ R^{D×D} (the same D+M columns, cut at M):
+    stated_Ws = {k: r[:, :M] for k, r in zip(article.ARTICLE_GATE_ORDER, jnp.split(W, 4, axis=0))}
+    stated_Us = {k: r[:, M:] for k, r in zip(article.ARTICLE_GATE_ORDER, jnp.split(W, 4, axis=0))}
+    assert all(stated_Ws[k].shape == (D, M) and stated_Us[k].shape == (D, D) for k in stated_Ws)
+    with pytest.raises(TypeError, match="shape"):
+        _per_gate(stated_Ws, stated_Us, bs, carry, x)  # W_f h_{t-1}: (D, M) times R^D
