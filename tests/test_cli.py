@@ -1,0 +1,32 @@
+"""The ``lstm-jax`` command line."""
+
+import subprocess
+import sys
+
+import pytest
+
+from lstm_jax import cli, gradcheck
+
+
+def test_gradcheck_reports_both_models_within_tolerance(capsys):
+    assert cli.main(["gradcheck"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["rnn"], ["lstm"])]
+    assert [r[0] for r in rows] == ["rnn", "lstm"]
+    for _, manual_vs_auto, auto_vs_fd, manual_vs_fd, status in rows:
+        assert float(manual_vs_auto) <= gradcheck.MANUAL_TOL
+        assert max(float(auto_vs_fd), float(manual_vs_fd)) <= gradcheck.FD_TOL
+        assert status == "ok"
+
+
+def test_gradcheck_exits_non_zero_when_a_tolerance_is_exceeded(monkeypatch, capsys):
+    monkeypatch.setattr(gradcheck, "MANUAL_TOL", 0.0)  # no rounding error at all is impossible
+    assert cli.main(["gradcheck", "--seed", "1"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [[], ["nonsense"], ["gradcheck", "--seed", "x"]])
+def test_bad_command_lines_exit_with_code_2(argv):
+    result = subprocess.run([sys.executable, "-m", "lstm_jax.cli", *argv], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "usage: lstm-jax" in result.stderr
