@@ -28,11 +28,11 @@ def check_ndim(name: str, x, min_ndim: int, meaning: str) -> None:
         )
 
 
-def check_same_dtype(name: str, x, dtype) -> None:
+def check_same_dtype(name: str, x, dtype, source: str = "the parameters'") -> None:
     """Raise unless ``x`` has exactly ``dtype`` (no silent promotion between inputs and parameters)."""
     if jnp.result_type(x) != dtype:
         raise ValueError(
-            f"{name}: expected dtype {jnp.dtype(dtype)} (the parameters' dtype), got {jnp.result_type(x)}; "
+            f"{name}: expected dtype {jnp.dtype(dtype)} ({source} dtype), got {jnp.result_type(x)}; "
             "cast with .astype"
         )
 

@@ -61,6 +61,7 @@ def lstm_from_article(W: Array, b: Array) -> LSTMParams:
         raise ValueError(f"W: expected shape (4D, D+M) with D >= 1 and M >= 1, got {W.shape}")
     D = W.shape[0] // 4
     _checks.check_shape("b", b, (4 * D,), f"(4D,) with D={D}")
+    _checks.check_same_dtype("b", b, W.dtype, "W's")
     W, b = _reorder_blocks(W, _FROM_ARTICLE), _reorder_blocks(b, _FROM_ARTICLE)
     return LSTMParams(w_ih=W[:, D:], w_hh=W[:, :D], b=b)
 

@@ -255,13 +255,16 @@ def lstm_step(params: LSTMParams, carry: LSTMState, x: Array) -> tuple[LSTMState
 
 def dense(params: DenseParams, h: Array) -> Array:
     r""":math:`o = V h + c` for any leading dimensions of ``h`` (``c`` omitted when ``params.b`` is None)."""
-    _checks.check_floating("inputs", h)
+    _checks.check_floating("params.w", params.w)
     _checks.check_ndim("params.w", params.w, 2, "(N, D)")
+    _checks.check_floating("inputs", h)
+    _checks.check_same_dtype("inputs", h, params.w.dtype)
     if h.shape[-1:] != params.w.shape[1:]:
         raise ValueError(f"inputs: expected last dimension D={params.w.shape[1]} (params.w.shape[1]), got shape {h.shape}")
     o = jnp.einsum("...d,nd->...n", h, params.w)
     if params.b is not None:
         _checks.check_shape("params.b", params.b, params.w.shape[:1], "(N,)")
+        _checks.check_same_dtype("params.b", params.b, params.w.dtype)
         o = add_bias(o, params.b)
     return o
 

@@ -24,6 +24,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from lstm_jax import _checks
 from lstm_jax.cells import DenseParams, LSTMParams, RNNParams
 from lstm_jax.unroll import Bidirectional
 
@@ -69,6 +70,7 @@ def _blocks(key: Array, init: Initializer, gates: int, rows: int, cols: int, dty
 def _cell_weights(key, gates, input_size, hidden_size, input_init, input_scale, recurrent_init, recurrent_scale, dtype):
     if input_size < 1 or hidden_size < 1:
         raise ValueError(f"sizes: expected input_size >= 1 and hidden_size >= 1, got {input_size} and {hidden_size}")
+    _checks.check_floating("dtype", dtype)
     k_ih, k_hh = jax.random.split(key)
     w_ih = _blocks(k_ih, initializer(input_init, input_scale), gates, hidden_size, input_size, dtype)
     w_hh = _blocks(k_hh, initializer(recurrent_init, recurrent_scale), gates, hidden_size, hidden_size, dtype)
@@ -123,6 +125,7 @@ def init_dense(
     """Head parameters V ``(N, D)`` by name and c = 0 ``(N,)`` (or None without bias)."""
     if input_size < 1 or output_size < 1:
         raise ValueError(f"sizes: expected input_size >= 1 and output_size >= 1, got {input_size} and {output_size}")
+    _checks.check_floating("dtype", dtype)
     w = initializer(init)(key, (output_size, input_size), dtype)
     return DenseParams(w, jnp.zeros((output_size,), dtype) if use_bias else None)
 

@@ -54,15 +54,26 @@ def _check_choice(name: str, value: str, choices) -> None:
         raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
 
 
+def _check_logits_targets(logits: Array, targets: Array) -> None:
+    """Floating logits ``(..., N)`` and targets of exactly their shape and dtype (no broadcasting)."""
+    _checks.check_floating("logits", logits)
+    _checks.check_ndim("logits", logits, 1, "(..., N)")
+    _checks.check_floating("targets", targets)
+    _checks.check_same_dtype("targets", targets, jnp.result_type(logits), "the logits'")
+    _checks.check_shape("targets", targets, jnp.shape(logits), "like the logits")
+
+
 def step_loss(kind: str, logits: Array, targets: Array) -> Array:
     """Per-step loss :math:`L_t`, reducing the last (feature) axis: ``(..., N) -> (...)``."""
     _check_choice("loss", kind, LOSSES)
+    _check_logits_targets(logits, targets)
     return _STEP_LOSSES[kind](logits, targets)
 
 
 def step_loss_grad(kind: str, logits: Array, targets: Array) -> Array:
     r"""The manual :math:`\partial L_t / \partial o_t`, ``(..., N)`` (see the module docstring)."""
     _check_choice("loss", kind, LOSSES)
+    _check_logits_targets(logits, targets)
     if kind == "softmax_cross_entropy":
         return jax.nn.softmax(logits) * targets.sum(-1, keepdims=True) - targets
     if kind == "sigmoid_binary_cross_entropy":
@@ -80,6 +91,10 @@ def time_weights(mask: Array, reduction: str, dtype=jnp.float32) -> Array:
       dtype: dtype of the weights (that of the logits).
     """
     _check_choice("reduction", reduction, REDUCTIONS)
+    _checks.check_ndim("mask", mask, 1, "(*batch, T)")
+    if jnp.result_type(mask) != jnp.bool_:
+        raise ValueError(f"mask: expected dtype bool, got {jnp.result_type(mask)}")
+    _checks.check_floating("dtype", dtype)
     m = mask.astype(dtype)
     num_sequences = max(1, m[..., 0].size)
     if reduction == "sum":
@@ -107,7 +122,7 @@ def prepare_targets(kind: str, logits: Array, targets: Array, reduction: str, ma
             f"targets: expected a floating dtype (one-hot or probabilities: use jax.nn.one_hot for "
             f"class ids), got {jnp.result_type(targets)}"
         )
-    _checks.check_same_dtype("targets", targets, logits.dtype)
+    _checks.check_same_dtype("targets", targets, logits.dtype, "the logits'")
     if reduction == "last" and targets.shape == logits.shape[:-2] + logits.shape[-1:]:
         targets = jnp.broadcast_to(targets[..., None, :], logits.shape)
     expected = "(*batch, T, N)" + (" or (*batch, N)" if reduction == "last" else "")

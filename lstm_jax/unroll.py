@@ -34,6 +34,7 @@ class Bidirectional(NamedTuple):
 
 def valid_steps(lengths: Array, num_steps: int) -> Array:
     """Boolean mask ``(*batch, T)``: ``True`` where ``t < lengths`` (right padding)."""
+    _checks.check_lengths(lengths, jnp.shape(lengths), num_steps)
     steps = jnp.arange(num_steps, dtype=jnp.result_type(lengths)).reshape((1,) * jnp.ndim(lengths) + (num_steps,))
     return steps < lengths[..., None]
 
@@ -153,12 +154,20 @@ def unroll_layers(
         carry0 = (None,) * len(layers)
     if len(carry0) != len(layers):
         raise ValueError(f"carry0: expected one carry per layer ({len(layers)}), got {len(carry0)}")
+    first = layers[0].forward if isinstance(layers[0], Bidirectional) else layers[0]
+    check_params(cell, first)
+    check_input(first, xs, 2, "(*batch, T, M)" if not time_major else "(T, *batch, M)")  # in the caller's layout
     hs = xs if time_major else jnp.moveaxis(xs, -2, 0)
     kw = dict(lengths=lengths, time_major=True, unroll=unroll)
     finals = []
-    for params, carry in zip(layers, carry0):
+    for layer, (params, carry) in enumerate(zip(layers, carry0)):
         if isinstance(params, Bidirectional):
             carry = carry if carry is not None else Bidirectional(None, None)
+            if not isinstance(carry, Bidirectional):
+                raise ValueError(
+                    f"carry0[{layer}]: expected Bidirectional(forward, backward) or None for a bidirectional "
+                    f"layer, got {type(carry).__name__}"
+                )
             c_f, h_f = _unroll_one(cell, params.forward, hs, carry.forward, **kw)
             c_b, h_b = _unroll_one(cell, params.backward, hs, carry.backward, reverse=True, **kw)
             finals.append(Bidirectional(c_f, c_b))
