@@ -62,9 +62,14 @@ def initializer(name: str, scale: float = 1.0) -> Initializer:
 
 
 def _blocks(key: Array, init: Initializer, gates: int, rows: int, cols: int, dtype) -> Array:
-    """``gates`` independent ``(rows, cols)`` blocks stacked along the rows."""
+    """``gates`` independent ``(rows, cols)`` blocks stacked along the rows.
+
+    Drawn in at least float32 and then cast, so bf16/fp16 parameters work with every initialiser
+    (the QR behind ``orthogonal`` has no 16-bit kernel).
+    """
     keys = jax.random.split(key, gates)
-    return jnp.concatenate([init(k, (rows, cols), dtype) for k in keys], axis=0)
+    draw_dtype = jnp.float32 if jnp.dtype(dtype).itemsize < 4 else dtype
+    return jnp.concatenate([init(k, (rows, cols), draw_dtype) for k in keys], axis=0).astype(dtype)
 
 
 def _cell_weights(key, gates, input_size, hidden_size, input_init, input_scale, recurrent_init, recurrent_scale, dtype):
