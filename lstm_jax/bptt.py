@@ -14,7 +14,7 @@ a reverse ``lax.scan`` that only produces the pre-activation gradients; the weig
 then single matmuls summed over all steps. Padded steps (``t >= length``) held the carry in the
 forward pass, so there the gradient passes through unchanged and no parameter gradient is added.
 
-See ``seed/NOTES.md`` §2–§3 and ``docs/errata.md`` for where the article's own formulas go wrong.
+``docs/maths.md`` derives every line; ``docs/errata.md`` shows where the article's own formulas go wrong.
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ from lstm_jax.cells import (
     lstm_gates,
     rnn_cell,
 )
-from lstm_jax import _checks
 from lstm_jax.losses import prepare_targets, sequence_loss, step_loss_grad, time_weights
-from lstm_jax.unroll import scan_cell, unroll, valid_steps
+from lstm_jax.unroll import scan_cell, time_major_inputs, unroll, valid_steps
 
 Array = jax.Array
 
@@ -114,10 +113,8 @@ def _forward(cell, params, head, xs, targets, carry0, loss, reduction, lengths) 
     check_carry(cell, params, carry0, batch_shape)
     if lengths is None:
         lengths = jnp.full(batch_shape, num_steps)
-    _checks.check_lengths(lengths, batch_shape, num_steps)
-    mask = valid_steps(lengths, num_steps)  # (*batch, T)
-    valid = jnp.moveaxis(mask, -1, 0)
-    xs_tm = jnp.moveaxis(xs, -2, 0)
+    xs_tm, valid = time_major_inputs(xs, lengths)  # padded inputs zeroed; valid (T, *batch)
+    mask = jnp.moveaxis(valid, 0, -1)  # (*batch, T)
     _, (carries, hs) = scan_cell(cell, params, cell.project(params, xs_tm), carry0, valid, emit_carry=True)
     hs_bm = jnp.moveaxis(hs, 0, -2)
 
@@ -168,7 +165,7 @@ def rnn_bptt(
     reduction: str = "sum",
     lengths: Array | None = None,
 ) -> tuple[Array, BPTTGrads]:
-    r"""Manual BPTT for the simple RNN (``NOTES.md`` §2), as a reverse ``lax.scan``.
+    r"""Manual BPTT for the simple RNN (``docs/maths.md``), as a reverse ``lax.scan``.
 
     .. math::
        \delta_t &= \big(V^\top e_t + U^\top \delta_{t+1}\big) \odot f'(a_t), \qquad \delta_{T+1} = 0 \\
@@ -218,15 +215,15 @@ def lstm_bptt(
     reduction: str = "sum",
     lengths: Array | None = None,
 ) -> tuple[Array, BPTTGrads]:
-    r"""Manual BPTT for the LSTM (``NOTES.md`` §3), as a reverse ``lax.scan``.
+    r"""Manual BPTT for the LSTM (``docs/maths.md``), as a reverse ``lax.scan``.
 
-    Given :math:`dh_t = V^\top e_t + (\text{from step } t{+}1)` and :math:`dc_{t+1}` from the step after:
+    Given :math:`dh_t = V^\top e_t + (\text{from step } t{+}1)` and what step :math:`t{+}1` sends back to :math:`c_t`:
 
     .. math::
-       dc_t &= dc_{t+1} + dh_t \odot o_t \odot (1 - \tanh^2 c_t) \\
+       dc_t &= f_{t+1} \odot dc_{t+1} + dh_t \odot o_t \odot (1 - \tanh^2 c_t) \\
        dz_o &= dh_t \odot \tanh c_t \odot o_t(1-o_t), \quad dz_f = dc_t \odot c_{t-1} \odot f_t(1-f_t) \\
        dz_i &= dc_t \odot \tilde c_t \odot i_t(1-i_t), \quad dz_g = dc_t \odot i_t \odot (1-\tilde c_t^2) \\
-       dh_{t-1} &= W_{hh}^\top dz_t \;(+\,V^\top e_{t-1}), \qquad dc_t \to dc_t \odot f_t \text{ for step } t{-}1 \\
+       dh_{t-1} &= W_{hh}^\top dz_t \;(+\,V^\top e_{t-1}), \qquad \text{step } t{-}1 \text{ receives } f_t \odot dc_t \\
        \frac{\partial L}{\partial W_{ih}} &= \sum_t dz_t x_t^\top, \quad
        \frac{\partial L}{\partial W_{hh}} = \sum_t dz_t h_{t-1}^\top, \quad
        \frac{\partial L}{\partial b} = \sum_t dz_t

@@ -18,7 +18,7 @@ Per-step losses, each paired with the output nonlinearity ``g`` that makes
   computed with ``log_softmax``; :math:`\partial L_t/\partial o = \hat y \sum_k y_k - y`, which is
   the article's :math:`\hat y - y` when :math:`y` is a distribution;
 * ``"sigmoid_binary_cross_entropy"`` (g = sigmoid):
-  :math:`-\sum_k y_k \log\sigma(o_k) + (1-y_k)\log(1-\sigma(o_k))`, via ``log_sigmoid``;
+  :math:`-\sum_k \big[y_k \log\sigma(o_k) + (1-y_k)\log(1-\sigma(o_k))\big]`, via ``log_sigmoid``;
   :math:`\partial L_t/\partial o = \hat y - y`;
 * ``"mse"`` (g = identity): :math:`\frac1N \sum_k (o_k - y_k)^2`;
   :math:`\partial L_t/\partial o = \frac2N (o - y)`.

@@ -73,8 +73,19 @@ def scan_cell(
     return jax.lax.scan(body, carry0, (zs, valid), reverse=reverse, unroll=unroll)
 
 
-def _time_axis(time_major: bool) -> int:
-    return 0 if time_major else -2
+def time_major_inputs(xs: Array, lengths: Array | None, time_major: bool = False) -> tuple[Array, Array | None]:
+    """Inputs as ``(T, *batch, M)`` and, with ``lengths``, the valid-step mask ``(T, *batch)``.
+
+    Padded inputs are set to zero: padding may hold anything (even NaN), and a NaN that entered
+    a masked step would still poison the weight gradients (``0 · NaN = NaN``).
+    """
+    xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
+    if lengths is None:
+        return xs_tm, None
+    num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
+    _checks.check_lengths(lengths, batch_shape, num_steps)
+    valid = jnp.moveaxis(valid_steps(lengths, num_steps), -1, 0)
+    return jnp.where(valid[..., None], xs_tm, jnp.zeros_like(xs_tm)), valid
 
 
 def unroll(
@@ -108,15 +119,11 @@ def unroll(
     """
     check_params(cell, params)
     check_input(params, xs, 2, "(*batch, T, M)" if not time_major else "(T, *batch, M)")
-    xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
-    num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
+    xs_tm, valid = time_major_inputs(xs, lengths, time_major)
+    batch_shape = xs_tm.shape[1:-1]
     if carry0 is None:
         carry0 = cell.zeros(params, batch_shape)
     check_carry(cell, params, carry0, batch_shape)
-    valid = None
-    if lengths is not None:
-        _checks.check_lengths(lengths, batch_shape, num_steps)
-        valid = jnp.moveaxis(valid_steps(lengths, num_steps), -1, 0)
     zs = cell.project(params, xs_tm)  # one GEMM for all steps
     carry, hs = scan_cell(cell, params, zs, carry0, valid, reverse=reverse, unroll=unroll)
     return carry, (hs if time_major else jnp.moveaxis(hs, 0, -2))

@@ -1,4 +1,4 @@
-"""Manual BPTT (NOTES.md §2, §3) against jax.grad and centred finite differences, in float64.
+"""Manual BPTT (docs/maths.md) against jax.grad and centred finite differences, in float64.
 
 Every case has a non-zero initial carry and ragged lengths (one full sequence, one empty one, the
 rest random), so the masking of the recursion is exercised as much as the formulas.
@@ -15,6 +15,7 @@ from lstm_jax import gradcheck
 from lstm_jax.bptt import autodiff_bptt, lstm_bptt, rnn_bptt
 from lstm_jax.cells import ACTIVATIONS, lstm_cell, rnn_cell
 from lstm_jax.losses import LOSSES, REDUCTIONS
+from lstm_jax.unroll import valid_steps
 
 # (B, T, M, D, N): the default problem, a single step, one sequence, a wide output, a long one.
 SIZES = [(3, 7, 4, 5, 3), (3, 1, 2, 2, 2), (1, 6, 3, 4, 2), (4, 5, 2, 3, 6), (3, 20, 3, 4, 2)]
@@ -87,3 +88,19 @@ def test_gradients_are_not_trivially_zero():
         _, grads = lstm_bptt(*p[:5], loss="softmax_cross_entropy", lengths=p.lengths)
         for leaf in jax.tree.leaves(grads):
             assert float(jnp.max(jnp.abs(leaf))) > 1e-4
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_nan_padding_leaves_both_bptts_untouched(model):
+    with jax.enable_x64(True):
+        p = gradcheck.random_problem(5, model)
+        padded = ~valid_steps(p.lengths, p.xs.shape[1])[..., None]
+        dirty_xs = jnp.where(padded, jnp.nan, p.xs)
+        dirty_targets = jnp.where(padded, jnp.nan, p.targets)
+        cell = rnn_cell("tanh") if model == "rnn" else lstm_cell()
+        manual = rnn_bptt if model == "rnn" else lstm_bptt
+        kw = dict(loss="softmax_cross_entropy", lengths=p.lengths)
+        clean = manual(*p[:5], **kw)
+        assert_trees_close(manual(p.params, p.head, dirty_xs, dirty_targets, p.carry0, **kw), clean, rtol=1e-14)
+        dirty_auto = autodiff_bptt(cell, p.params, p.head, dirty_xs, dirty_targets, p.carry0, **kw)
+        assert_trees_close(dirty_auto, clean, rtol=1e-10, atol=1e-15)

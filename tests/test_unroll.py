@@ -189,3 +189,19 @@ def test_stacked_initial_carries_are_used(key):
     _, h0 = unroll(cell, layers[0], xs, carry)
     _, h1 = unroll(cell, layers[1], h0)
     assert_trees_close(hs, h1, **F32)
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_nan_in_the_padding_reaches_neither_outputs_nor_gradients(model, key):
+    cell, _, params, xs, carry0 = _setup(model, key)
+    lengths = jnp.array([T, 2, 0])
+    dirty = jnp.where(valid_steps(lengths, T)[..., None], xs, jnp.nan)
+
+    def loss(p, x):
+        carry, hs = unroll(cell, p, x, carry0, lengths=lengths)
+        return jnp.sum(hs**2) + sum(jnp.sum(c) for c in jax.tree.leaves(carry))
+
+    clean_value, clean_grads = jax.value_and_grad(loss)(params, xs)
+    value, grads = jax.value_and_grad(loss)(params, dirty)
+    assert float(value) == pytest.approx(float(clean_value), rel=1e-6)
+    assert_trees_close(grads, clean_grads, **F32)
