@@ -132,6 +132,21 @@ def unroll(
 _unroll_one = unroll  # `unroll_layers` takes an argument named `unroll`, like lax.scan
 
 
+def _layer(cell: Cell, params, hs: Array, carry, layer: int, kw: dict):
+    """One layer of :func:`unroll_layers` on time-major ``hs``: ``(final carry, outputs)``."""
+    if not isinstance(params, Bidirectional):
+        return _unroll_one(cell, params, hs, carry, **kw)
+    carry = carry if carry is not None else Bidirectional(None, None)
+    if not isinstance(carry, Bidirectional):
+        raise ValueError(
+            f"carry0[{layer}]: expected Bidirectional(forward, backward) or None for a bidirectional "
+            f"layer, got {type(carry).__name__}"
+        )
+    c_f, h_f = _unroll_one(cell, params.forward, hs, carry.forward, **kw)
+    c_b, h_b = _unroll_one(cell, params.backward, hs, carry.backward, reverse=True, **kw)
+    return Bidirectional(c_f, c_b), jnp.concatenate([h_f, h_b], axis=-1)
+
+
 def unroll_layers(
     cell: Cell,
     layers: Sequence[Any],
@@ -165,21 +180,14 @@ def unroll_layers(
     check_params(cell, first)
     check_input(first, xs, 2, "(*batch, T, M)" if not time_major else "(T, *batch, M)")  # in the caller's layout
     hs = xs if time_major else jnp.moveaxis(xs, -2, 0)
+    if lengths is not None:
+        _checks.check_lengths(lengths, hs.shape[1:-1], hs.shape[0])
     kw = dict(lengths=lengths, time_major=True, unroll=unroll)
     finals = []
     for layer, (params, carry) in enumerate(zip(layers, carry0)):
-        if isinstance(params, Bidirectional):
-            carry = carry if carry is not None else Bidirectional(None, None)
-            if not isinstance(carry, Bidirectional):
-                raise ValueError(
-                    f"carry0[{layer}]: expected Bidirectional(forward, backward) or None for a bidirectional "
-                    f"layer, got {type(carry).__name__}"
-                )
-            c_f, h_f = _unroll_one(cell, params.forward, hs, carry.forward, **kw)
-            c_b, h_b = _unroll_one(cell, params.backward, hs, carry.backward, reverse=True, **kw)
-            finals.append(Bidirectional(c_f, c_b))
-            hs = jnp.concatenate([h_f, h_b], axis=-1)
-        else:
-            final, hs = _unroll_one(cell, params, hs, carry, **kw)
-            finals.append(final)
+        try:
+            carry, hs = _layer(cell, params, hs, carry, layer, kw)
+        except ValueError as error:  # name the layer; shapes in the message are time-major
+            raise ValueError(f"layer {layer}: {error}") from None
+        finals.append(carry)
     return tuple(finals), (hs if time_major else jnp.moveaxis(hs, 0, -2))
