@@ -191,8 +191,8 @@ def check_params(cell: Cell, params) -> tuple[int, int]:
 
 
 def check_carry(cell: Cell, params, carry, batch_shape: tuple[int, ...]) -> None:
-    """Validate a carry against the structure, shape and dtype of ``cell.zeros``."""
-    expected = cell.zeros(params, batch_shape)
+    """Validate a carry against the structure, shape and dtype of ``cell.zeros`` (shapes only, no arrays)."""
+    expected = jax.eval_shape(lambda: cell.zeros(params, batch_shape))
     if jax.tree.structure(carry) != jax.tree.structure(expected):
         raise ValueError(
             f"carry: expected {jax.tree.structure(expected)} for the {cell.name}, got {jax.tree.structure(carry)}"
