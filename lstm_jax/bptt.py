@@ -38,7 +38,7 @@ from lstm_jax.cells import (
     lstm_gates,
     rnn_cell,
 )
-from lstm_jax.losses import prepare_targets, sequence_loss, step_loss_grad, time_weights
+from lstm_jax.losses import accumulation_dtype, prepare, sequence_loss, step_loss_grad, time_weights
 from lstm_jax.unroll import scan_cell, time_major_inputs, unroll, valid_steps
 
 Array = jax.Array
@@ -61,7 +61,7 @@ def model_loss(
     carry0=None,
     *,
     loss: str,
-    reduction: str = "sum",
+    reduction: str = "sum_over_time",
     lengths: Array | None = None,
 ) -> Array:
     """The forward pass the gradients are of: :func:`unroll`, then ``V h_t + c``, then the loss.
@@ -96,7 +96,8 @@ class _Forward(NamedTuple):
     """What the manual backward passes need from the forward pass, all time-major."""
 
     loss: Array  # ()
-    xs: Array  # (T, *batch, M)
+    xs: Array  # (T, *batch, M)   inputs, zero at padded steps
+    zs: Array  # (T, *batch, G·D) input projections W_ih x_t + b
     carries: Any  # (T, *batch, D) per leaf: the carry after each step
     carry0: Any  # (*batch, D) per leaf
     valid: Array  # (T, *batch) bool
@@ -115,12 +116,13 @@ def _forward(cell, params, head, xs, targets, carry0, loss, reduction, lengths) 
         lengths = jnp.full(batch_shape, num_steps)
     xs_tm, valid = time_major_inputs(xs, lengths)  # padded inputs zeroed; valid (T, *batch)
     mask = jnp.moveaxis(valid, 0, -1)  # (*batch, T)
-    _, (carries, hs) = scan_cell(cell, params, cell.project(params, xs_tm), carry0, valid, emit_carry=True)
+    zs = cell.project(params, xs_tm)
+    _, (carries, hs) = scan_cell(cell, params, zs, carry0, valid, emit_carry=True)
     hs_bm = jnp.moveaxis(hs, 0, -2)
 
     logits = dense(head, hs_bm)
     value = sequence_loss(loss, logits, targets, reduction=reduction, mask=mask)
-    targets = prepare_targets(loss, logits, targets, reduction, mask)
+    logits, targets, _ = prepare(loss, logits, targets, reduction, mask)
     e = time_weights(mask, reduction, logits.dtype)[..., None] * step_loss_grad(loss, logits, targets)  # w_t(ŷ_t − y_t)
 
     head_grads = DenseParams(
@@ -128,7 +130,7 @@ def _forward(cell, params, head, xs, targets, carry0, loss, reduction, lengths) 
         b=None if head.b is None else e.reshape(-1, e.shape[-1]).sum(0),  # ∂L/∂c = Σ_t e_t  (E3: + sign)
     )
     dh_out = jnp.moveaxis(e @ head.w, -2, 0)  # Vᵀ e_t, time-major
-    return _Forward(value, xs_tm, carries, carry0, valid, dh_out, head_grads)
+    return _Forward(value, xs_tm, zs, carries, carry0, valid, dh_out, head_grads)
 
 
 def _previous(carries, carry0):
@@ -138,10 +140,15 @@ def _previous(carries, carry0):
 
 def _weight_grads(dz: Array, xs: Array, h_prev: Array, params) -> Any:
     """The weight gradients as single matmuls over all steps: Σ_t dz_t [x_t; h_{t-1}]ᵀ, Σ_t dz_t."""
+    acc = accumulation_dtype(dz.dtype)  # sums over all steps: float32 at least
+
+    def total(spec, a, b):
+        return jnp.einsum(spec, a, b, preferred_element_type=acc).astype(dz.dtype)
+
     return type(params)(
-        w_ih=jnp.einsum("t...g,t...m->gm", dz, xs),
-        w_hh=jnp.einsum("t...g,t...d->gd", dz, h_prev),
-        b=dz.reshape(-1, dz.shape[-1]).sum(0),
+        w_ih=total("t...g,t...m->gm", dz, xs),
+        w_hh=total("t...g,t...d->gd", dz, h_prev),
+        b=dz.reshape(-1, dz.shape[-1]).sum(0, dtype=acc).astype(dz.dtype),
     )
 
 
@@ -158,11 +165,11 @@ def rnn_bptt(
     head: DenseParams,
     xs: Array,
     targets: Array,
-    h0: Array | None = None,
+    carry0: Array | None = None,
     *,
     activation: str = "tanh",
     loss: str,
-    reduction: str = "sum",
+    reduction: str = "sum_over_time",
     lengths: Array | None = None,
 ) -> tuple[Array, BPTTGrads]:
     r"""Manual BPTT for the simple RNN (``docs/maths.md``), as a reverse ``lax.scan``.
@@ -179,14 +186,14 @@ def rnn_bptt(
     Args:
       params, head: the layer and the head :math:`o_t = V h_t + c`.
       xs: ``(*batch, T, M)``; targets: see :func:`model_loss`.
-      h0: initial state ``(*batch, D)``; zeros when ``None``.
+      carry0: initial state :math:`h_0`, ``(*batch, D)``; zeros when ``None``.
 
     Returns:
       ``(loss, BPTTGrads(cell=RNNParams, head=DenseParams, carry0=dL/dh0))``, equal to
       :func:`autodiff_bptt` to rounding.
     """
     cell = rnn_cell(activation)
-    fwd = _forward(cell, params, head, xs, targets, h0, loss, reduction, lengths)
+    fwd = _forward(cell, params, head, xs, targets, carry0, loss, reduction, lengths)
     f_prime = _DERIVATIVE_FROM_OUTPUT[activation]
 
     def backward_step(dh_next, inputs):
@@ -212,7 +219,7 @@ def lstm_bptt(
     carry0: LSTMState | None = None,
     *,
     loss: str,
-    reduction: str = "sum",
+    reduction: str = "sum_over_time",
     lengths: Array | None = None,
 ) -> tuple[Array, BPTTGrads]:
     r"""Manual BPTT for the LSTM (``docs/maths.md``), as a reverse ``lax.scan``.
@@ -236,7 +243,7 @@ def lstm_bptt(
     fwd = _forward(LSTM_CELL, params, head, xs, targets, carry0, loss, reduction, lengths)
     prev = _previous(fwd.carries, fwd.carry0)
     # Recompute the gates of every step at once from the stored carries (no scan needed).
-    gates = lstm_gates(LSTM_CELL.project(params, fwd.xs) + prev.h @ params.w_hh.T)
+    gates = lstm_gates(fwd.zs + prev.h @ params.w_hh.T)
 
     def backward_step(carry, inputs):
         dh_next, dc_next = carry

@@ -67,7 +67,11 @@ class LSTMParams(NamedTuple):
 
 
 class LSTMState(NamedTuple):
-    """The LSTM carry: hidden state and cell state, each ``(*batch, D)``."""
+    """The LSTM carry: hidden state and cell state, each ``(*batch, D)``.
+
+    Note the order ``(h, c)``, as in PyTorch's ``(h_n, c_n)``; flax's ``LSTMCell`` carry is
+    ``(c, h)``: convert with ``LSTMState(h=flax_carry[1], c=flax_carry[0])``.
+    """
 
     h: Array
     c: Array
@@ -85,17 +89,20 @@ class Cell(NamedTuple):
 
     Attributes:
       name: ``"rnn"`` or ``"lstm"`` (used in messages).
-      gates: number of ``D``-row blocks in ``w_ih``, ``w_hh`` and ``b`` (1 or 4).
+      gates: number of ``D``-row blocks in ``w_ih``, ``w_hh`` and ``b`` (1 or 4); 0 for a plain
+        step function wrapped by :func:`lstm_jax.unroll.as_cell` (no parameter layout to check).
       project: ``(params, x[..., M]) -> z[..., G·D]``, the input projection ``x W_ihᵀ + b``.
       recur: ``(params, carry, z_t) -> (carry, h_t)``, the rest of one step.
-      zeros: ``(params, batch_shape) -> carry`` of zeros.
+      zeros: ``(params, batch_shape) -> carry`` of zeros, or ``None`` (the caller gives a carry).
+
+    A ``Cell`` is hashable, so it can be a static argument: ``jax.jit(unroll, static_argnums=0)``.
     """
 
     name: str
     gates: int
     project: Callable[[Any, Array], Array]
     recur: Callable[[Any, Any, Array], tuple[Any, Array]]
-    zeros: Callable[[Any, tuple[int, ...]], Any]
+    zeros: Callable[[Any, tuple[int, ...]], Any] | None
 
 
 def add_bias(y: Array, b: Array) -> Array:

@@ -146,7 +146,7 @@ def check_model(
     *,
     activation: str = "tanh",
     loss: str = "softmax_cross_entropy",
-    reduction: str = "sum",
+    reduction: str = "sum_over_time",
     **sizes: int,
 ) -> GradcheckRow:
     """Manual vs autodiff vs finite differences for one random problem (float64 inside).

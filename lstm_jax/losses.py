@@ -7,7 +7,8 @@ Every loss here is a weighted sum of per-step losses,
 where :math:`o_t = V h_t + c` are the logits and the weights :math:`w` (:func:`time_weights`)
 encode the reduction and the padding mask:
 
-* ``"sum"``: :math:`w = m / B`, the article's :math:`L = \sum_t L_t`, averaged over the batch;
+* ``"sum_over_time"``: :math:`w = m / B`, the article's :math:`L = \sum_t L_t` per sequence,
+  averaged over the batch (not PyTorch's ``"sum"``, which would also sum over the batch);
 * ``"mean"``: :math:`w = m / \sum m`, the mean over all valid steps of the batch;
 * ``"last"``: :math:`w = [t = \text{last valid step}] / B`, a many-to-one loss.
 
@@ -43,7 +44,7 @@ _STEP_LOSSES: dict[str, Callable[[Array, Array], Array]] = {
 }
 
 LOSSES = tuple(_STEP_LOSSES)
-REDUCTIONS = ("sum", "mean", "last")
+REDUCTIONS = ("sum_over_time", "mean", "last")
 
 #: The head nonlinearity ``g`` that turns logits into predictions for each loss.
 OUTPUT_ACTIVATION = {"softmax_cross_entropy": "softmax", "sigmoid_binary_cross_entropy": "sigmoid", "mse": "identity"}
@@ -81,37 +82,52 @@ def step_loss_grad(kind: str, logits: Array, targets: Array) -> Array:
     return 2 * (logits - targets) / logits.shape[-1]
 
 
+def accumulation_dtype(dtype) -> jnp.dtype:
+    """float32 for 16-bit floats, else ``dtype``: step counts and sums over steps never run in 16 bits."""
+    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)
+
+
+def _check_mask(mask: Array) -> None:
+    _checks.check_ndim("mask", mask, 1, "(*batch, T)")
+    if jnp.result_type(mask) != jnp.bool_:
+        raise ValueError(f"mask: expected dtype bool, got {jnp.result_type(mask)}")
+
+
 def time_weights(mask: Array, reduction: str, dtype=jnp.float32) -> Array:
     """Weights ``w`` ``(*batch, T)`` with ``loss = Σ w · L_t`` (see the module docstring).
 
     Args:
       mask: boolean ``(*batch, T)``, ``True`` at valid steps (any pattern; ``"last"`` takes the
         last ``True`` of each row, and a row with none contributes nothing).
-      reduction: ``"sum"``, ``"mean"`` or ``"last"``.
-      dtype: dtype of the weights (that of the logits).
+      reduction: ``"sum_over_time"``, ``"mean"`` or ``"last"``.
+      dtype: dtype of the weights; the counts behind them are taken in at least float32.
     """
     _check_choice("reduction", reduction, REDUCTIONS)
-    _checks.check_ndim("mask", mask, 1, "(*batch, T)")
-    if jnp.result_type(mask) != jnp.bool_:
-        raise ValueError(f"mask: expected dtype bool, got {jnp.result_type(mask)}")
+    _check_mask(mask)
     _checks.check_floating("dtype", dtype)
-    m = mask.astype(dtype)
+    m = mask.astype(accumulation_dtype(dtype))
     num_sequences = max(1, m[..., 0].size)
-    if reduction == "sum":
-        return m / num_sequences
-    if reduction == "mean":
-        return m / jnp.maximum(m.sum(), 1)
-    num_steps = m.shape[-1]
-    last = num_steps - 1 - jnp.argmax(jnp.flip(mask, -1), axis=-1)
-    is_last = jnp.arange(num_steps).reshape((1,) * last.ndim + (num_steps,)) == last[..., None]
-    return (is_last & mask.any(-1, keepdims=True)).astype(dtype) / num_sequences
+    if reduction == "sum_over_time":
+        w = m / num_sequences
+    elif reduction == "mean":
+        w = m / jnp.maximum(m.sum(), 1)
+    else:
+        num_steps = m.shape[-1]
+        last = num_steps - 1 - jnp.argmax(jnp.flip(mask, -1), axis=-1)
+        is_last = jnp.arange(num_steps).reshape((1,) * last.ndim + (num_steps,)) == last[..., None]
+        w = (is_last & mask.any(-1, keepdims=True)).astype(m.dtype) / num_sequences
+    return w.astype(dtype)
 
 
-def prepare_targets(kind: str, logits: Array, targets: Array, reduction: str, mask: Array | None) -> Array:
-    """Validate ``logits (*batch, T, N)``, targets and mask; return targets shaped like the logits.
+def prepare(
+    kind: str, logits: Array, targets: Array, reduction: str, mask: Array | None
+) -> tuple[Array, Array, Array]:
+    """Validate a sequence loss's arguments; return ``(logits, targets, mask)`` ready to weight.
 
-    With ``reduction="last"`` the targets may be ``(*batch, N)``, one per sequence. Targets at
-    masked steps are set to zero, so padding holding garbage (even NaN) cannot reach the loss.
+    With ``reduction="last"`` the targets may be ``(*batch, N)``, one per sequence; they come back
+    shaped like the logits. A missing mask becomes all ``True``. Logits and targets at masked steps
+    are set to zero, so padding holding garbage (even NaN or inf) reaches neither the loss nor its
+    gradient (a ``0 · NaN`` would).
     """
     _check_choice("loss", kind, LOSSES)
     _check_choice("reduction", reduction, REDUCTIONS)
@@ -127,16 +143,16 @@ def prepare_targets(kind: str, logits: Array, targets: Array, reduction: str, ma
         targets = jnp.broadcast_to(targets[..., None, :], logits.shape)
     expected = "(*batch, T, N)" + (" or (*batch, N)" if reduction == "last" else "")
     _checks.check_shape("targets", targets, logits.shape, f"{expected} like the logits")
-    if mask is not None:
-        _checks.check_shape("mask", mask, logits.shape[:-1], "(*batch, T)")
-        if mask.dtype != jnp.bool_:
-            raise ValueError(f"mask: expected dtype bool, got {mask.dtype}")
-        targets = jnp.where(mask[..., None], targets, jnp.zeros_like(targets))
-    return targets
+    if mask is None:
+        return logits, targets, jnp.ones(logits.shape[:-1], bool)
+    _checks.check_shape("mask", mask, logits.shape[:-1], "(*batch, T)")
+    _check_mask(mask)
+    keep = mask[..., None]
+    return jnp.where(keep, logits, jnp.zeros_like(logits)), jnp.where(keep, targets, jnp.zeros_like(targets)), mask
 
 
 def sequence_loss(
-    kind: str, logits: Array, targets: Array, *, reduction: str = "sum", mask: Array | None = None
+    kind: str, logits: Array, targets: Array, *, reduction: str = "sum_over_time", mask: Array | None = None
 ) -> Array:
     """Scalar loss ``Σ_{b,t} w_{b,t} L_t`` over a batch of sequences of logits.
 
@@ -147,9 +163,10 @@ def sequence_loss(
         ``reduction="last"``.
       reduction: one of :data:`REDUCTIONS`.
       mask: optional boolean ``(*batch, T)``; ``lstm_jax.unroll.valid_steps(lengths, T)`` builds it.
+
+    Returns:
+      The loss, in float32 for 16-bit logits (the sum over steps is accumulated in float32).
     """
-    targets = prepare_targets(kind, logits, targets, reduction, mask)
-    if mask is None:
-        mask = jnp.ones(logits.shape[:-1], bool)
-    weights = time_weights(mask, reduction, logits.dtype)
-    return jnp.sum(weights * step_loss(kind, logits, targets))
+    logits, targets, mask = prepare(kind, logits, targets, reduction, mask)
+    acc = accumulation_dtype(logits.dtype)
+    return jnp.sum(time_weights(mask, reduction, acc) * _STEP_LOSSES[kind](logits, targets).astype(acc))

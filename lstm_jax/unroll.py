@@ -1,4 +1,8 @@
-r"""Unroll any :class:`~lstm_jax.cells.Cell` over a batch of sequences with ``jax.lax.scan``.
+r"""Unroll any cell over a batch of sequences with ``jax.lax.scan``.
+
+A cell is a :class:`~lstm_jax.cells.Cell` (``rnn_cell(...)``, ``lstm_cell()``), or any plain step
+function ``step(params, carry, x) -> (carry, y)`` (then nothing is hoisted and ``carry0`` must be
+given).
 
 The input projection :math:`z_t = W_{ih} x_t + b` of all ``T`` steps is one matmul before the
 scan; the scan body does only the recurrent matmul and the pointwise work. Sequences are
@@ -35,8 +39,30 @@ class Bidirectional(NamedTuple):
 def valid_steps(lengths: Array, num_steps: int) -> Array:
     """Boolean mask ``(*batch, T)``: ``True`` where ``t < lengths`` (right padding)."""
     _checks.check_lengths(lengths, jnp.shape(lengths), num_steps)
-    steps = jnp.arange(num_steps, dtype=jnp.result_type(lengths)).reshape((1,) * jnp.ndim(lengths) + (num_steps,))
-    return steps < lengths[..., None]
+    return _valid_steps(lengths, num_steps)
+
+
+def _valid_steps(lengths: Array, num_steps: int) -> Array:
+    # Compare in int32 at least: an arange in the dtype of uint8 lengths would wrap past 255.
+    steps = jnp.arange(num_steps)
+    steps = steps.reshape((1,) * jnp.ndim(lengths) + (num_steps,))
+    return steps < lengths.astype(steps.dtype)[..., None]
+
+
+def as_cell(cell_or_step) -> Cell:
+    """A :class:`Cell` as it is; a plain ``step(params, carry, x) -> (carry, y)`` wrapped as one.
+
+    The wrapped step gets the raw ``x_t`` (no input projection is hoisted), its parameters are not
+    checked (``gates=0``), and it has no zero carry.
+    """
+    if isinstance(cell_or_step, Cell):
+        return cell_or_step
+    if callable(cell_or_step):
+        return Cell(getattr(cell_or_step, "__name__", "step"), 0, lambda params, x: x, cell_or_step, None)
+    raise ValueError(
+        "cell: expected a Cell (rnn_cell(), lstm_cell()) or a step function (params, carry, x) -> (carry, y), "
+        f"got {type(cell_or_step).__name__}"
+    )
 
 
 def scan_cell(
@@ -84,12 +110,35 @@ def time_major_inputs(xs: Array, lengths: Array | None, time_major: bool = False
         return xs_tm, None
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
     _checks.check_lengths(lengths, batch_shape, num_steps)
-    valid = jnp.moveaxis(valid_steps(lengths, num_steps), -1, 0)
+    valid = jnp.moveaxis(_valid_steps(lengths, num_steps), -1, 0)
     return jnp.where(valid[..., None], xs_tm, jnp.zeros_like(xs_tm)), valid
 
 
+def check_layer_input(cell: Cell, params, xs: Array, meaning: str) -> None:
+    """Parameters and inputs of one layer: fully for a :class:`Cell`, floating and rank for a plain step."""
+    if cell.gates:
+        check_params(cell, params)
+        check_input(params, xs, 2, meaning)
+    else:
+        _checks.check_floating("inputs", xs)
+        _checks.check_ndim("inputs", xs, 2, meaning)
+
+
+def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, *, reverse: bool, unroll: int | bool):
+    """One layer on checked, time-major inputs: default and check the carry, project, scan."""
+    batch_shape = xs_tm.shape[1:-1]
+    if carry0 is None:
+        if cell.zeros is None:
+            raise ValueError(f"carry0: expected an initial carry for the plain step function {cell.name}, got None")
+        carry0 = cell.zeros(params, batch_shape)
+    if cell.gates:
+        check_carry(cell, params, carry0, batch_shape)
+    zs = cell.project(params, xs_tm)  # one GEMM for all steps
+    return scan_cell(cell, params, zs, carry0, valid, reverse=reverse, unroll=unroll)
+
+
 def unroll(
-    cell: Cell,
+    cell,
     params,
     xs: Array,
     carry0=None,
@@ -102,7 +151,7 @@ def unroll(
     r"""Run ``cell`` over sequences: :math:`(c_t, h_t) = \mathrm{cell}(c_{t-1}, x_t)` for each t.
 
     Args:
-      cell: e.g. ``rnn_cell("tanh")`` or ``lstm_cell()``.
+      cell: ``rnn_cell("tanh")``, ``lstm_cell()``, or a plain ``step(params, carry, x)``.
       params: the cell's parameters.
       xs: inputs ``(*batch, T, M)``, or ``(T, *batch, M)`` with ``time_major=True``.
       carry0: initial carry (``(*batch, D)``, or ``LSTMState`` of two); zeros when ``None``.
@@ -117,38 +166,34 @@ def unroll(
     Raises:
       ValueError: when shapes or dtypes of inputs, parameters, carry or lengths do not fit.
     """
-    check_params(cell, params)
-    check_input(params, xs, 2, "(*batch, T, M)" if not time_major else "(T, *batch, M)")
+    cell = as_cell(cell)
+    check_layer_input(cell, params, xs, "(T, *batch, M)" if time_major else "(*batch, T, M)")
     xs_tm, valid = time_major_inputs(xs, lengths, time_major)
-    batch_shape = xs_tm.shape[1:-1]
-    if carry0 is None:
-        carry0 = cell.zeros(params, batch_shape)
-    check_carry(cell, params, carry0, batch_shape)
-    zs = cell.project(params, xs_tm)  # one GEMM for all steps
-    carry, hs = scan_cell(cell, params, zs, carry0, valid, reverse=reverse, unroll=unroll)
+    carry, hs = _layer(cell, params, xs_tm, carry0, valid, reverse=reverse, unroll=unroll)
     return carry, (hs if time_major else jnp.moveaxis(hs, 0, -2))
 
 
-_unroll_one = unroll  # `unroll_layers` takes an argument named `unroll`, like lax.scan
-
-
-def _layer(cell: Cell, params, hs: Array, carry, layer: int, kw: dict):
-    """One layer of :func:`unroll_layers` on time-major ``hs``: ``(final carry, outputs)``."""
-    if not isinstance(params, Bidirectional):
-        return _unroll_one(cell, params, hs, carry, **kw)
+def _bidirectional_layer(cell: Cell, params: Bidirectional, hs: Array, carry, valid, unroll, layer: int):
+    """Both directions of one layer on time-major ``hs``; outputs concatenated ``[h_fwd; h_bwd]``."""
     carry = carry if carry is not None else Bidirectional(None, None)
     if not isinstance(carry, Bidirectional):
         raise ValueError(
             f"carry0[{layer}]: expected Bidirectional(forward, backward) or None for a bidirectional "
             f"layer, got {type(carry).__name__}"
         )
-    c_f, h_f = _unroll_one(cell, params.forward, hs, carry.forward, **kw)
-    c_b, h_b = _unroll_one(cell, params.backward, hs, carry.backward, reverse=True, **kw)
+    outputs = []
+    for direction in Bidirectional._fields:
+        check_layer_input(cell, getattr(params, direction), hs, "(T, *batch, features)")
+        outputs.append(
+            _layer(cell, getattr(params, direction), hs, getattr(carry, direction), valid,
+                   reverse=direction == "backward", unroll=unroll)
+        )
+    (c_f, h_f), (c_b, h_b) = outputs
     return Bidirectional(c_f, c_b), jnp.concatenate([h_f, h_b], axis=-1)
 
 
 def unroll_layers(
-    cell: Cell,
+    cell,
     layers: Sequence[Any],
     xs: Array,
     carry0: Sequence[Any] | None = None,
@@ -160,16 +205,18 @@ def unroll_layers(
     """Stacked (and optionally bidirectional) layers: layer ``l`` reads the outputs of layer ``l-1``.
 
     Args:
+      cell: as in :func:`unroll`.
       layers: one entry per layer: the cell's params, or ``Bidirectional(fwd_params, bwd_params)``
         whose outputs are concatenated ``[h_fwd; h_bwd]`` (``2D`` features) for the next layer.
         :func:`lstm_jax.init.init_layers` builds them.
       carry0: ``None`` or one initial carry per layer (a ``Bidirectional`` pair for a
         bidirectional layer); ``None`` entries mean zeros.
-      lengths, time_major, unroll: as in :func:`unroll`.
+      lengths, time_major, unroll: as in :func:`unroll`; lengths are checked and masked once.
 
     Returns:
       ``(final_carries, hs)``: a tuple with one final carry per layer, and the last layer's outputs.
     """
+    cell = as_cell(cell)
     if len(layers) == 0:
         raise ValueError("layers: expected at least one layer, got an empty sequence")
     if carry0 is None:
@@ -177,16 +224,16 @@ def unroll_layers(
     if len(carry0) != len(layers):
         raise ValueError(f"carry0: expected one carry per layer ({len(layers)}), got {len(carry0)}")
     first = layers[0].forward if isinstance(layers[0], Bidirectional) else layers[0]
-    check_params(cell, first)
-    check_input(first, xs, 2, "(*batch, T, M)" if not time_major else "(T, *batch, M)")  # in the caller's layout
-    hs = xs if time_major else jnp.moveaxis(xs, -2, 0)
-    if lengths is not None:
-        _checks.check_lengths(lengths, hs.shape[1:-1], hs.shape[0])
-    kw = dict(lengths=lengths, time_major=True, unroll=unroll)
+    check_layer_input(cell, first, xs, "(T, *batch, M)" if time_major else "(*batch, T, M)")  # caller's layout
+    hs, valid = time_major_inputs(xs, lengths, time_major)
     finals = []
     for layer, (params, carry) in enumerate(zip(layers, carry0)):
         try:
-            carry, hs = _layer(cell, params, hs, carry, layer, kw)
+            if isinstance(params, Bidirectional):
+                carry, hs = _bidirectional_layer(cell, params, hs, carry, valid, unroll, layer)
+            else:
+                check_layer_input(cell, params, hs, "(T, *batch, features)")
+                carry, hs = _layer(cell, params, hs, carry, valid, reverse=False, unroll=unroll)
         except ValueError as error:  # name the layer; shapes in the message are time-major
             raise ValueError(f"layer {layer}: {error}") from None
         finals.append(carry)

@@ -82,7 +82,7 @@ def _rnn_forward(p):
 
 
 def _rnn_grads(p):
-    """(jax.grad, manual BPTT) of L = Σ_t L_t, averaged over the batch (``reduction="sum"``)."""
+    """(jax.grad, manual BPTT) of L = Σ_t L_t, averaged over the batch (``reduction="sum_over_time"``)."""
     _, auto = bptt.autodiff_bptt(cells.rnn_cell("tanh"), p.params, p.head, p.xs, p.targets, loss=LOSS)
     _, manual = bptt.rnn_bptt(p.params, p.head, p.xs, p.targets, loss=LOSS)
     return auto, manual

@@ -60,7 +60,7 @@ def test_step_losses_are_the_formulas():
 
 def test_time_weights():
     mask = valid_steps(jnp.array([3, 1, 0]), 4)  # (3, 4)
-    np.testing.assert_allclose(time_weights(mask, "sum"), np.asarray(mask) / 3)
+    np.testing.assert_allclose(time_weights(mask, "sum_over_time"), np.asarray(mask) / 3)
     np.testing.assert_allclose(time_weights(mask, "mean"), np.asarray(mask) / 4)
     np.testing.assert_allclose(
         time_weights(mask, "last"), [[0, 0, 1 / 3, 0], [1 / 3, 0, 0, 0], [0, 0, 0, 0]]
@@ -79,7 +79,7 @@ def test_sequence_loss_is_the_weighted_sum(kind, reduction, key):
         targets = _targets(kind, k2, (3, 5, 2))
         lengths = np.array([5, 2, 0])
         per_step = np.asarray(step_loss(kind, logits, targets))
-        if reduction == "sum":
+        if reduction == "sum_over_time":
             expected = sum(per_step[b, :n].sum() for b, n in enumerate(lengths)) / 3
         elif reduction == "mean":
             expected = sum(per_step[b, :n].sum() for b, n in enumerate(lengths)) / lengths.sum()
@@ -90,7 +90,7 @@ def test_sequence_loss_is_the_weighted_sum(kind, reduction, key):
         assert float(got) == pytest.approx(expected, rel=1e-12)
         if reduction != "mean":  # no mask: every step valid
             full = sequence_loss(kind, logits, targets, reduction=reduction)
-            expected_full = per_step.sum() / 3 if reduction == "sum" else per_step[:, -1].sum() / 3
+            expected_full = per_step.sum() / 3 if reduction == "sum_over_time" else per_step[:, -1].sum() / 3
             assert float(full) == pytest.approx(expected_full, rel=1e-12)
 
 
