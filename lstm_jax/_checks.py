@@ -7,6 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def check_array(name: str, x) -> None:
+    """Raise unless ``x`` is an array (a list would be converted with a guessed dtype, or fail inside JAX)."""
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        raise ValueError(f"{name}: expected an array (jax or numpy), got {type(x).__name__}")
+
+
 def check_floating(name: str, x) -> None:
     """Raise unless ``x`` has a floating dtype (integer inputs would silently change the maths)."""
     dtype = jnp.result_type(x)
@@ -43,6 +49,7 @@ def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int) -> None
     Under ``jit`` the values are unknown while tracing, so only the shape and dtype are checked;
     a traced length above ``T`` then behaves as ``T`` and a negative one as ``0``.
     """
+    check_array("lengths", lengths)
     dtype = jnp.result_type(lengths)
     if not jnp.issubdtype(dtype, jnp.integer):
         raise ValueError(f"lengths: expected an integer dtype, got {dtype}")

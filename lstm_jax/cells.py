@@ -211,6 +211,7 @@ def check_carry(cell: Cell, params, carry, batch_shape: tuple[int, ...]) -> None
 
 def check_input(params, x, min_ndim: int, meaning: str) -> None:
     """Validate inputs: floating, the parameters' dtype, at least ``min_ndim`` dims, last dim ``M``."""
+    _checks.check_array("inputs", x)
     _checks.check_floating("inputs", x)
     _checks.check_same_dtype("inputs", x, params.w_ih.dtype)
     _checks.check_ndim("inputs", x, min_ndim, meaning)
@@ -263,7 +264,9 @@ def lstm_step(params: LSTMParams, carry: LSTMState, x: Array) -> tuple[LSTMState
 def dense(params: DenseParams, h: Array) -> Array:
     r""":math:`o = V h + c` for any leading dimensions of ``h`` (``c`` omitted when ``params.b`` is None)."""
     _checks.check_floating("params.w", params.w)
-    _checks.check_ndim("params.w", params.w, 2, "(N, D)")
+    if jnp.ndim(params.w) != 2:
+        raise ValueError(f"params.w: expected 2 dimensions (N, D), got shape {jnp.shape(params.w)}")
+    _checks.check_array("inputs", h)
     _checks.check_floating("inputs", h)
     _checks.check_same_dtype("inputs", h, params.w.dtype)
     if h.shape[-1:] != params.w.shape[1:]:

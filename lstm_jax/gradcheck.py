@@ -33,26 +33,36 @@ FD_TOL = 1e-6
 
 
 def relative_error(a, b) -> float:
-    """Largest per-leaf norm-wise relative error between two pytrees of the same structure."""
+    """Largest per-leaf norm-wise relative error between two pytrees of the same structure.
+
+    NaN anywhere makes the result NaN (which fails every ``<=`` tolerance check).
+    """
     if jax.tree.structure(a) != jax.tree.structure(b):
         raise ValueError(f"relative_error: structures differ: {jax.tree.structure(a)} vs {jax.tree.structure(b)}")
-    errors = [
-        float(np.max(np.abs(x - y)) / max(np.max(np.abs(x)), np.max(np.abs(y)), np.finfo(np.float64).tiny))
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
-        if np.size(x)
-    ]
-    return max(errors, default=0.0)
+    errors = [0.0]
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if x.size:
+            scale = max(np.max(np.abs(x)), np.max(np.abs(y)), np.finfo(np.float64).tiny)
+            errors.append(np.max(np.abs(x - y)) / scale)
+    return float(np.max(errors))
 
 
-def finite_differences(loss_fn: Callable, args, seed: int, *, num_coords: int = 24, eps: float = 1e-6):
-    """Centred differences of ``loss_fn(args)`` along ``num_coords`` random coordinates.
+def finite_differences(loss_fn: Callable, args, seed: int, *, per_leaf: int = 4, eps: float = 1e-6):
+    """Centred differences of ``loss_fn(args)`` along random coordinates, ``per_leaf`` from every leaf.
 
     Returns:
-      ``(coords, values)``: indices into the flattened ``args`` (``ravel_pytree``), chosen without
-      replacement with NumPy's generator seeded by ``seed``, and the difference quotients there.
+      ``(coords, values)``: indices into the flattened ``args`` (``ravel_pytree``, leaf by leaf),
+      chosen without replacement with NumPy's generator seeded by ``seed``, and the difference
+      quotients there.
     """
     flat, unravel = ravel_pytree(args)
-    coords = np.random.default_rng(seed).choice(flat.size, min(num_coords, flat.size), replace=False)
+    rng = np.random.default_rng(seed)
+    sizes = [np.size(leaf) for leaf in jax.tree.leaves(args)]
+    starts = np.cumsum([0, *sizes[:-1]])
+    coords = np.concatenate(
+        [start + rng.choice(size, min(per_leaf, size), replace=False) for start, size in zip(starts, sizes) if size]
+    )
 
     @jax.jit
     @jax.vmap

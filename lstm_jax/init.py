@@ -11,8 +11,9 @@ name               distribution of each block ``(D, fan_in)``, with gain ``scale
 ``fan_in``         truncated normal, variance ``scale² / fan_in`` (LeCun; flax's default kernel)
 ``scaled_normal``  normal, variance ``scale² / fan_in``: a square matrix then has spectral
                    radius ≈ ``scale`` (the vanishing/exploding-gradient experiments, Pascanu 2013)
-``uniform``        ``U(-scale/√fan_in, scale/√fan_in)`` (PyTorch's ``nn.RNN``/``nn.LSTM`` default
-                   with fan_in = D)
+``uniform``        ``U(-scale/√fan_in, scale/√fan_in)``; PyTorch's ``nn.RNN``/``nn.LSTM`` draw
+                   every weight and bias from ``U(-1/√D, 1/√D)``: the same for ``w_hh``, not
+                   for ``w_ih`` when M ≠ D, and our biases start at 0
 ``zeros``          zeros
 =================  ==============================================================================
 """
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax import _checks
-from lstm_jax.cells import DenseParams, LSTMParams, RNNParams
+from lstm_jax.cells import LSTM_GATE_ORDER, DenseParams, LSTMParams, RNNParams
 from lstm_jax.unroll import Bidirectional
 
 Array = jax.Array
@@ -120,7 +121,7 @@ def init_lstm(
     w_ih, w_hh = _cell_weights(
         key, 4, input_size, hidden_size, input_init, input_scale, recurrent_init, recurrent_scale, dtype
     )
-    b = jnp.zeros((4, hidden_size), dtype).at[1].set(forget_bias).reshape(-1)
+    b = jnp.zeros((4, hidden_size), dtype).at[LSTM_GATE_ORDER.index("f")].set(forget_bias).reshape(-1)
     return LSTMParams(w_ih, w_hh, b)
 
 
@@ -131,7 +132,7 @@ def init_dense(
     if input_size < 1 or output_size < 1:
         raise ValueError(f"sizes: expected input_size >= 1 and output_size >= 1, got {input_size} and {output_size}")
     _checks.check_floating("dtype", dtype)
-    w = initializer(init)(key, (output_size, input_size), dtype)
+    w = _blocks(key, initializer(init), 1, output_size, input_size, dtype)
     return DenseParams(w, jnp.zeros((output_size,), dtype) if use_bias else None)
 
 

@@ -120,6 +120,7 @@ def check_layer_input(cell: Cell, params, xs: Array, meaning: str) -> None:
         check_params(cell, params)
         check_input(params, xs, 2, meaning)
     else:
+        _checks.check_array("inputs", xs)
         _checks.check_floating("inputs", xs)
         _checks.check_ndim("inputs", xs, 2, meaning)
 

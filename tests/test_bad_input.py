@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _util import assert_trees_close
 from lstm_jax.article import lstm_from_article, lstm_to_article
 from lstm_jax.bptt import autodiff_bptt, lstm_bptt, model_loss, rnn_bptt
 from lstm_jax.cells import (
@@ -198,7 +199,8 @@ CASES = [
     ("dense", dict(h=ones((B, T, D), bf16)), "inputs", "float32", "bfloat16"),
     ("dense", dict(params=DenseParams(HD.w, zeros((3,)))), "params.b", "(2,)", "(3,)"),
     ("dense", dict(params=DenseParams(HD.w, zeros((N,), bf16))), "params.b", "float32", "bfloat16"),
-    ("dense", dict(params=DenseParams(zeros((D,)), None)), "params.w", "at least 2 dimensions", "(4,)"),
+    ("dense", dict(params=DenseParams(zeros((D,)), None)), "params.w", "2 dimensions (N, D)", "(4,)"),
+    ("dense", dict(params=DenseParams(zeros((2, N, D)), None)), "params.w", "2 dimensions (N, D)", "(2, 2, 4)"),
     ("dense", dict(params=DenseParams(ones((N, D), i32), None)), "params.w", "floating", "int32"),
     ("head", dict(activation="tanh"), "activation", "'softmax'", "'tanh'"),
     ("head", dict(h=ones((B, T, 5))), "inputs", "D=4", "(2, 5, 5)"),
@@ -216,6 +218,9 @@ CASES = [
     # time-major: the batch is axis 1, so a carry with T rows is wrong
     ("unroll_rnn", dict(xs=ones((T, B, M)), time_major=True, carry0=zeros((T, D))), "carry", "(2, 4)", "(5, 4)"),
     ("unroll_rnn", dict(lengths=jnp.array([2.0, 3.0])), "lengths", "integer dtype", "float32"),
+    ("unroll_rnn", dict(lengths=[T, 2]), "lengths", "an array", "list"),
+    ("unroll_rnn", dict(cell="lstm"), "cell", "a Cell", "str"),
+    ("unroll_rnn", dict(cell=rnn_step), "carry0", "an initial carry for the plain step function rnn_step", "None"),
     ("unroll_rnn", dict(lengths=jnp.array([True, False])), "lengths", "integer dtype", "bool"),
     ("unroll_rnn", dict(lengths=jnp.array([1, 2, 3])), "lengths", "(2,)", "(3,)"),
     ("unroll_rnn", dict(lengths=jnp.array(3)), "lengths", "(2,)", "()"),  # no broadcasting
@@ -499,12 +504,6 @@ def test_raised_while_tracing(fn, args, name, expected, got):
 
 
 # ---- traced lengths: only shape and dtype are checked ----------------------------------------
-
-
-def assert_trees_close(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("cell, params", [(rnn_cell(), RP), (lstm_cell(), LP)], ids=["rnn", "lstm"])

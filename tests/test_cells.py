@@ -94,6 +94,8 @@ def test_initialiser_shapes_dtypes_and_determinism(key):
     assert not np.allclose(init_lstm(jax.random.key(9), M, D).w_hh, lstm.w_hh)
     head_params = init_dense(key, D, N)
     assert head_params.w.shape == (N, D) and head_params.b.shape == (N,)
+    for init in ("orthogonal", "fan_in"):  # 16-bit parameters are drawn in float32, then cast
+        assert init_dense(key, D, N, init=init, dtype=jnp.bfloat16).w.dtype == jnp.bfloat16
 
 
 @pytest.mark.parametrize("forget_bias", [0.0, 1.0, 3.0])

@@ -8,6 +8,7 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from _util import assert_trees_close
@@ -104,3 +105,26 @@ def test_nan_padding_leaves_both_bptts_untouched(model):
         assert_trees_close(manual(p.params, p.head, dirty_xs, dirty_targets, p.carry0, **kw), clean, rtol=1e-14)
         dirty_auto = autodiff_bptt(cell, p.params, p.head, dirty_xs, dirty_targets, p.carry0, **kw)
         assert_trees_close(dirty_auto, clean, rtol=1e-10, atol=1e-15)
+
+
+def test_relative_error_reports_nan_in_any_leaf():
+    ones = jnp.ones(2)
+    assert np.isnan(gradcheck.relative_error((ones, jnp.array([jnp.nan, 1.0])), (ones, ones)))
+    assert gradcheck.relative_error((ones, 2 * ones), (ones, ones)) == pytest.approx(0.5)
+
+
+def test_finite_differences_probe_every_leaf():
+    """Every parameter (including the head bias and the initial state) gets probed."""
+    with jax.enable_x64(True):
+        p = gradcheck.random_problem(0, "lstm")
+        args = (p.params, p.head, p.carry0)
+        coords, _ = gradcheck.finite_differences(lambda a: sum(jnp.sum(x) for x in jax.tree.leaves(a)), args, 0)
+        sizes = [leaf.size for leaf in jax.tree.leaves(args)]
+        leaf_of = np.searchsorted(np.cumsum(sizes), coords, side="right")
+        assert sorted(set(leaf_of)) == list(range(len(sizes)))
+
+
+def test_manual_derivatives_cover_every_activation():
+    from lstm_jax.bptt import _DERIVATIVE_FROM_OUTPUT
+
+    assert set(_DERIVATIVE_FROM_OUTPUT) == set(ACTIVATIONS)

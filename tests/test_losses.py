@@ -88,10 +88,10 @@ def test_sequence_loss_is_the_weighted_sum(kind, reduction, key):
         mask = valid_steps(jnp.asarray(lengths), 5)
         got = sequence_loss(kind, logits, targets, reduction=reduction, mask=mask)
         assert float(got) == pytest.approx(expected, rel=1e-12)
-        if reduction != "mean":  # no mask: every step valid
-            full = sequence_loss(kind, logits, targets, reduction=reduction)
-            expected_full = per_step.sum() / 3 if reduction == "sum_over_time" else per_step[:, -1].sum() / 3
-            assert float(full) == pytest.approx(expected_full, rel=1e-12)
+        # no mask: every step valid
+        full = sequence_loss(kind, logits, targets, reduction=reduction)
+        expected_full = {"sum_over_time": per_step.sum() / 3, "mean": per_step.mean(), "last": per_step[:, -1].sum() / 3}
+        assert float(full) == pytest.approx(expected_full[reduction], rel=1e-12)
 
 
 def test_garbage_in_the_padding_cannot_reach_the_loss_or_its_gradient():
@@ -114,3 +114,26 @@ def test_last_reduction_accepts_one_target_per_sequence(key):
     assert float(short) == pytest.approx(float(sequence_loss("softmax_cross_entropy", logits, full, reduction="last", mask=mask)))
     last = logits[jnp.arange(3), lengths - 1]
     assert float(short) == pytest.approx(float(step_loss("softmax_cross_entropy", last, targets).mean()), rel=1e-6)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_garbage_logits_in_the_padding_cannot_reach_the_loss_or_its_gradient(reduction):
+    logits = jnp.zeros((2, 4, 3)).at[:, 2:].set(jnp.nan).at[1, 1].set(-jnp.inf)
+    targets = jax.nn.one_hot(jnp.zeros((2, 4), int), 3)
+    mask = valid_steps(jnp.array([2, 1]), 4)
+    for kind in LOSSES:
+        value, grad = jax.value_and_grad(lambda o: sequence_loss(kind, o, targets, reduction=reduction, mask=mask))(logits)
+        assert np.isfinite(float(value)), (kind, reduction)
+        assert bool(jnp.all(jnp.isfinite(grad))) and bool(jnp.all(grad[:, 2:] == 0)), (kind, reduction)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_sixteen_bit_losses_count_and_sum_in_float32(dtype):
+    """65,536 valid steps overflow float16 (max 65,504), and bf16 sums drift: both stay exact."""
+    logits = jnp.zeros((64, 1024, 2), dtype)
+    targets = jnp.full((64, 1024, 2), 0.5, dtype)
+    mask = jnp.ones((64, 1024), bool)
+    value = sequence_loss("mse", logits, targets, reduction="mean", mask=mask)
+    assert value.dtype == jnp.float32
+    assert float(value) == pytest.approx(0.25, rel=1e-6)
+    assert float(time_weights(mask, "mean", dtype).astype(jnp.float32).sum()) == pytest.approx(1.0, rel=1e-2)

@@ -100,19 +100,38 @@ def test_reverse_reads_each_sequence_backwards_within_its_length(model, key):
         assert jnp.all(hs[b, n:] == 0)
 
 
-def test_plumbing_with_a_trivial_cell():
-    """A cell that adds its input to the carry: the unroll is then a (masked, reversed) cumsum."""
-    counter = Cell("counter", 1, lambda p, x: x, lambda p, c, z: (c + z, c + z), lambda p, shape: jnp.zeros((*shape, 1)))
-    # The trivial cell has no weights: call the scan directly, around unroll's checks.
-    from lstm_jax.unroll import scan_cell
+def test_plumbing_with_a_trivial_step_function():
+    """A plain step that adds its input to the carry: the unroll is then a (masked, reversed) cumsum."""
 
-    xs = jnp.ones((T, 2, 1))
-    valid = jnp.moveaxis(valid_steps(jnp.array([4, 0]), T), -1, 0)
-    carry, hs = scan_cell(counter, None, xs, jnp.zeros((2, 1)), valid)
+    def counter(params, carry, x):
+        return carry + x, carry + x
+
+    xs = jnp.ones((2, T, 1))
+    lengths = jnp.array([4, 0])
+    carry, hs = unroll(counter, None, xs, jnp.zeros((2, 1)), lengths=lengths)
     np.testing.assert_array_equal(carry[:, 0], [4, 0])
-    np.testing.assert_array_equal(hs[:, 0, 0], [1, 2, 3, 4, 0, 0])
-    carry, hs = scan_cell(counter, None, xs, jnp.zeros((2, 1)), valid, reverse=True)
-    np.testing.assert_array_equal(hs[:, 0, 0], [4, 3, 2, 1, 0, 0])
+    np.testing.assert_array_equal(hs[0, :, 0], [1, 2, 3, 4, 0, 0])
+    np.testing.assert_array_equal(hs[1], 0)
+    carry, hs = unroll(counter, None, xs, jnp.zeros((2, 1)), lengths=lengths, reverse=True)
+    np.testing.assert_array_equal(hs[0, :, 0], [4, 3, 2, 1, 0, 0])
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_a_plain_step_function_gives_the_cell_result(model, key):
+    """``unroll(step, ...)`` (no hoisted projection) equals ``unroll(cell, ...)``."""
+    cell, step, params, xs, carry0 = _setup(model, key)
+    lengths = jnp.array([T, 2, 4])
+    assert_trees_close(
+        unroll(step, params, xs, carry0, lengths=lengths), unroll(cell, params, xs, carry0, lengths=lengths), **F32
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.int8, jnp.int16])
+def test_narrow_integer_lengths_do_not_wrap(dtype):
+    """T = 300 steps does not fit in int8/uint8: the mask must still be t < length."""
+    lengths = jnp.array([100, 0, 7], dtype)
+    mask = valid_steps(lengths, 300)
+    np.testing.assert_array_equal(mask.sum(-1), [100, 0, 7])
 
 
 @pytest.mark.parametrize("model", ["rnn", "lstm"])
@@ -138,6 +157,12 @@ def test_jit_grad_and_vmap(model, key):
     assert_trees_close(jax.jit(run)(params, xs, carry0, lengths), eager, **F32)
     # vmap over the batch: each sequence alone, unbatched inside
     assert_trees_close(jax.vmap(run, in_axes=(None, 0, 0, 0))(params, xs, carry0, lengths), eager, **F32)
+    # vmap over parameters: an ensemble of two models
+    ensemble = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params)
+    per_model = jax.vmap(run, in_axes=(0, None, None, None))(ensemble, xs, carry0, lengths)
+    assert_trees_close(jax.tree.map(lambda a: a[0], per_model), eager, **F32)
+    doubled = run(jax.tree.map(lambda a: 2 * a, params), xs, carry0, lengths)
+    assert_trees_close(jax.tree.map(lambda a: a[1], per_model), doubled, **F32)
     grads = jax.grad(lambda p: jnp.sum(run(p, xs, carry0, lengths)[1] ** 2))(params)
     assert all(bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
 
@@ -176,9 +201,11 @@ def test_bidirectional_backward_half_reads_reversed_sequences(model, key):
         assert_trees_close(hs[b, :n, D:], rev[::-1], **F32)
         assert_trees_close(jax.tree.map(lambda a: a[b], finals[0].backward), rev_final, **F32)
         assert jnp.all(hs[b, n:] == 0)
-    # two bidirectional layers run end to end
+    # two bidirectional layers equal the two layers run one after the other
     finals2, hs2 = unroll_layers(cell, layers, xs, lengths=lengths)
-    assert hs2.shape == (B, T, 2 * D) and len(finals2) == 2
+    (second_final,), second = unroll_layers(cell, layers[1:], hs, lengths=lengths)
+    assert_trees_close(hs2, second, **F32)
+    assert_trees_close(finals2, (finals[0], second_final), **F32)
 
 
 def test_stacked_initial_carries_are_used(key):
