@@ -29,17 +29,14 @@ def check_shape(name: str, x, expected: tuple[int, ...], meaning: str) -> None:
 def check_ndim(name: str, x, min_ndim: int, meaning: str) -> None:
     """Raise unless ``x`` has at least ``min_ndim`` dimensions."""
     if jnp.ndim(x) < min_ndim:
-        raise ValueError(
-            f"{name}: expected at least {min_ndim} dimensions {meaning}, got shape {tuple(jnp.shape(x))}"
-        )
+        raise ValueError(f"{name}: expected at least {min_ndim} dimensions {meaning}, got shape {tuple(jnp.shape(x))}")
 
 
 def check_same_dtype(name: str, x, dtype, source: str = "the parameters'") -> None:
     """Raise unless ``x`` has exactly ``dtype`` (no silent promotion between inputs and parameters)."""
     if jnp.result_type(x) != dtype:
         raise ValueError(
-            f"{name}: expected dtype {jnp.dtype(dtype)} ({source} dtype), got {jnp.result_type(x)}; "
-            "cast with .astype"
+            f"{name}: expected dtype {jnp.dtype(dtype)} ({source} dtype), got {jnp.result_type(x)}; cast with .astype"
         )
 
 

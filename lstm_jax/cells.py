@@ -270,7 +270,9 @@ def dense(params: DenseParams, h: Array) -> Array:
     _checks.check_floating("inputs", h)
     _checks.check_same_dtype("inputs", h, params.w.dtype)
     if h.shape[-1:] != params.w.shape[1:]:
-        raise ValueError(f"inputs: expected last dimension D={params.w.shape[1]} (params.w.shape[1]), got shape {h.shape}")
+        raise ValueError(
+            f"inputs: expected last dimension D={params.w.shape[1]} (params.w.shape[1]), got shape {h.shape}"
+        )
     o = jnp.einsum("...d,nd->...n", h, params.w)
     if params.b is not None:
         _checks.check_shape("params.b", params.b, params.w.shape[:1], "(N,)")

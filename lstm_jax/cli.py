@@ -17,7 +17,9 @@ def _gradcheck(args: argparse.Namespace) -> int:
         print(
             f"{row.model:<6} {row.manual_vs_autodiff:>20.2e} {row.autodiff_vs_fd:>16.2e} {row.manual_vs_fd:>14.2e}  {status}"
         )
-    print(f"tolerances: manual vs autodiff <= {gradcheck.MANUAL_TOL:.0e}; vs finite differences <= {gradcheck.FD_TOL:.0e}")
+    print(
+        f"tolerances: manual vs autodiff <= {gradcheck.MANUAL_TOL:.0e}; vs finite differences <= {gradcheck.FD_TOL:.0e}"
+    )
     return 0 if all(row.ok for row in rows) else 1
 
 

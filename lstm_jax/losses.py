@@ -119,9 +119,7 @@ def time_weights(mask: Array, reduction: str, dtype=jnp.float32) -> Array:
     return w.astype(dtype)
 
 
-def prepare(
-    kind: str, logits: Array, targets: Array, reduction: str, mask: Array | None
-) -> tuple[Array, Array, Array]:
+def prepare(kind: str, logits: Array, targets: Array, reduction: str, mask: Array | None) -> tuple[Array, Array, Array]:
     """Validate a sequence loss's arguments; return ``(logits, targets, mask)`` ready to weight.
 
     With ``reduction="last"`` the targets may be ``(*batch, N)``, one per sequence; they come back

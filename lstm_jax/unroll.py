@@ -186,8 +186,15 @@ def _bidirectional_layer(cell: Cell, params: Bidirectional, hs: Array, carry, va
     for direction in Bidirectional._fields:
         check_layer_input(cell, getattr(params, direction), hs, "(T, *batch, features)")
         outputs.append(
-            _layer(cell, getattr(params, direction), hs, getattr(carry, direction), valid,
-                   reverse=direction == "backward", unroll=unroll)
+            _layer(
+                cell,
+                getattr(params, direction),
+                hs,
+                getattr(carry, direction),
+                valid,
+                reverse=direction == "backward",
+                unroll=unroll,
+            )
         )
     (c_f, h_f), (c_b, h_b) = outputs
     return Bidirectional(c_f, c_b), jnp.concatenate([h_f, h_b], axis=-1)

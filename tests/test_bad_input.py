@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from _util import assert_trees_close
+
 from lstm_jax.article import lstm_from_article, lstm_to_article
 from lstm_jax.bptt import autodiff_bptt, lstm_bptt, model_loss, rnn_bptt
 from lstm_jax.cells import (

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from _util import assert_trees_close
+
 from lstm_jax.article import ARTICLE_GATE_ORDER, article_lstm_step, lstm_from_article, lstm_to_article
 from lstm_jax.cells import (
     LSTM_GATE_ORDER,
@@ -29,7 +29,9 @@ def _sigmoid(x):
 
 
 @pytest.mark.parametrize("batch", [(), (5,), (2, 3)])
-@pytest.mark.parametrize("activation, f", [("tanh", np.tanh), ("sigmoid", _sigmoid), ("relu", lambda a: np.maximum(a, 0))])
+@pytest.mark.parametrize(
+    "activation, f", [("tanh", np.tanh), ("sigmoid", _sigmoid), ("relu", lambda a: np.maximum(a, 0))]
+)
 def test_rnn_step_is_the_article_equation(batch, activation, f, key):
     """h_t = f(U h_{t-1} + W x_t + b), with U = w_hh and W = w_ih, for any leading batch dims."""
     k1, k2, k3 = jax.random.split(key, 3)
@@ -112,7 +114,9 @@ def test_orthogonal_recurrent_weights_per_gate(key):
         np.testing.assert_allclose(block @ block.T, np.eye(16), atol=1e-5)
 
 
-@pytest.mark.parametrize("name, scale, std", [("scaled_normal", 1.5, 1.5), ("fan_in", 1.0, 1.0), ("uniform", 1.0, 3**-0.5)])
+@pytest.mark.parametrize(
+    "name, scale, std", [("scaled_normal", 1.5, 1.5), ("fan_in", 1.0, 1.0), ("uniform", 1.0, 3**-0.5)]
+)
 def test_fan_in_scaled_initialisers_have_the_stated_variance(name, scale, std, key):
     """Each entry of a (D, fan_in) block has standard deviation std/sqrt(fan_in)."""
     fan_in = 400

@@ -13,15 +13,13 @@ dimension is a shape error rather than a silent coincidence.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm_jax import article, bptt, cells, losses
-from lstm_jax.cells import DenseParams, LSTMParams, LSTMState, RNNParams, add_bias
+from lstm_jax import article, bptt, cells, gradcheck, losses
+from lstm_jax.cells import LSTMState, add_bias
 from lstm_jax.gradcheck import relative_error
 from lstm_jax.unroll import unroll
 
@@ -46,33 +44,14 @@ def _one_hot(rng, *batch):
     return jax.nn.one_hot(rng.integers(0, N, batch), N, dtype=jnp.float64)
 
 
-class Problem(NamedTuple):
-    """Random float64 parameters and data for one cell and the head."""
-
-    params: RNNParams | LSTMParams
-    head: DenseParams
-    xs: jax.Array  # (B, T, M)
-    targets: jax.Array  # (B, T, N), one-hot
-    carry: jax.Array | LSTMState  # a random carry, for single-step checks
+def _problem(seed: int, model: str) -> gradcheck.Problem:
+    """The gradient checks' float64 random problem at this file's sizes (recurrent gain 1.5, random
+    biases and carry); the unrolls here ignore its ragged lengths and start from zero, as the article does."""
+    return gradcheck.random_problem(seed, model, B=B, T=T, M=M, D=D, N=N)
 
 
-def _problem(seed: int, gates: int) -> Problem:
-    """Float64 random problem; gains 1.5 on the recurrent weights so no gradient is tiny."""
-    rng = np.random.default_rng(seed)
-    G = gates
-    w_ih, w_hh = _normal(rng, G * D, M, scale=M**-0.5), _normal(rng, G * D, D, scale=1.5 * D**-0.5)
-    b = _normal(rng, G * D, scale=0.5)
-    head = DenseParams(_normal(rng, N, D, scale=D**-0.5), _normal(rng, N, scale=0.5))
-    xs, targets = _normal(rng, B, T, M), _one_hot(rng, B, T)
-    if G == 1:
-        return Problem(RNNParams(w_ih, w_hh, b), head, xs, targets, _normal(rng, B, D, scale=0.5))
-    carry = LSTMState(_normal(rng, B, D, scale=0.5), _normal(rng, B, D))
-    return Problem(LSTMParams(w_ih, w_hh, b), head, xs, targets, carry)
-
-
-def _rnn_problem(seed: int) -> Problem:
-    """A simple-RNN problem; the unrolls start from h_0 = 0 with full-length sequences, as in the article."""
-    return _problem(seed, 1)
+def _rnn_problem(seed: int) -> gradcheck.Problem:
+    return _problem(seed, "rnn")
 
 
 def _rnn_forward(p):
@@ -98,7 +77,7 @@ def test_e1_bptt_section_swaps_u_and_w(seed):
     # The forward section's names and shapes: U (D, D) state→state, W (D, M) input→state.
     U, W, b = p.params.w_hh, p.params.w_ih, p.params.b
     assert U.shape == (D, D) and W.shape == (D, M)
-    h_prev, x = p.carry, p.xs[:, 0]
+    h_prev, x = p.carry0, p.xs[:, 0]
 
     def forward_section(h, x):  # h_t = tanh(U h_{t-1} + W x_t + b)
         return jnp.tanh(add_bias(h @ U.T + x @ W.T, b))
@@ -258,10 +237,10 @@ def test_e5_recurrent_gradient_needs_every_step_loss(seed):
 
 def _lstm_problem(seed: int):
     """LSTM params with four clearly different bias blocks, a random carry and one input step."""
-    p = _problem(seed, 4)
+    p = _problem(seed, "lstm")
     offsets = jnp.repeat(jnp.array([-1.0, 1.0, 0.5, -0.5], jnp.float64), D)  # b_i, b_f, b_c, b_o
     params = p.params._replace(b=p.params.b + offsets)
-    return params, p.carry, p.xs[:, 0]
+    return params, p.carry0, p.xs[:, 0]
 
 
 def _article_blocks(params):

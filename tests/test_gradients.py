@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from _util import assert_trees_close
+
 from lstm_jax import gradcheck
 from lstm_jax.bptt import autodiff_bptt, lstm_bptt, rnn_bptt
 from lstm_jax.cells import ACTIVATIONS, lstm_cell, rnn_cell
@@ -43,7 +43,9 @@ def _assert_row(row):
 @pytest.mark.parametrize("activation, loss, reduction, sizes", RNN_CASES)
 def test_rnn_manual_bptt_matches_autodiff_and_finite_differences(activation, loss, reduction, sizes):
     B, T, M, D, N = sizes
-    row = gradcheck.check_model("rnn", 1, activation=activation, loss=loss, reduction=reduction, B=B, T=T, M=M, D=D, N=N)
+    row = gradcheck.check_model(
+        "rnn", 1, activation=activation, loss=loss, reduction=reduction, B=B, T=T, M=M, D=D, N=N
+    )
     _assert_row(row)
 
 

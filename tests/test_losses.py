@@ -5,7 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm_jax.losses import LOSSES, OUTPUT_ACTIVATION, REDUCTIONS, sequence_loss, step_loss, step_loss_grad, time_weights
+from lstm_jax.losses import (
+    LOSSES,
+    OUTPUT_ACTIVATION,
+    REDUCTIONS,
+    sequence_loss,
+    step_loss,
+    step_loss_grad,
+    time_weights,
+)
 from lstm_jax.unroll import valid_steps
 
 
@@ -62,9 +70,7 @@ def test_time_weights():
     mask = valid_steps(jnp.array([3, 1, 0]), 4)  # (3, 4)
     np.testing.assert_allclose(time_weights(mask, "sum_over_time"), np.asarray(mask) / 3)
     np.testing.assert_allclose(time_weights(mask, "mean"), np.asarray(mask) / 4)
-    np.testing.assert_allclose(
-        time_weights(mask, "last"), [[0, 0, 1 / 3, 0], [1 / 3, 0, 0, 0], [0, 0, 0, 0]]
-    )
+    np.testing.assert_allclose(time_weights(mask, "last"), [[0, 0, 1 / 3, 0], [1 / 3, 0, 0, 0], [0, 0, 0, 0]])
     # "last" takes the last True of any mask pattern
     holes = jnp.array([[True, False, True, False]])
     np.testing.assert_allclose(time_weights(holes, "last"), [[0, 0, 1, 0]])
@@ -90,7 +96,11 @@ def test_sequence_loss_is_the_weighted_sum(kind, reduction, key):
         assert float(got) == pytest.approx(expected, rel=1e-12)
         # no mask: every step valid
         full = sequence_loss(kind, logits, targets, reduction=reduction)
-        expected_full = {"sum_over_time": per_step.sum() / 3, "mean": per_step.mean(), "last": per_step[:, -1].sum() / 3}
+        expected_full = {
+            "sum_over_time": per_step.sum() / 3,
+            "mean": per_step.mean(),
+            "last": per_step[:, -1].sum() / 3,
+        }
         assert float(full) == pytest.approx(expected_full[reduction], rel=1e-12)
 
 
@@ -111,7 +121,9 @@ def test_last_reduction_accepts_one_target_per_sequence(key):
     mask = valid_steps(lengths, 5)
     short = sequence_loss("softmax_cross_entropy", logits, targets, reduction="last", mask=mask)
     full = jnp.broadcast_to(targets[:, None, :], logits.shape)
-    assert float(short) == pytest.approx(float(sequence_loss("softmax_cross_entropy", logits, full, reduction="last", mask=mask)))
+    assert float(short) == pytest.approx(
+        float(sequence_loss("softmax_cross_entropy", logits, full, reduction="last", mask=mask))
+    )
     last = logits[jnp.arange(3), lengths - 1]
     assert float(short) == pytest.approx(float(step_loss("softmax_cross_entropy", last, targets).mean()), rel=1e-6)
 
@@ -122,7 +134,9 @@ def test_garbage_logits_in_the_padding_cannot_reach_the_loss_or_its_gradient(red
     targets = jax.nn.one_hot(jnp.zeros((2, 4), int), 3)
     mask = valid_steps(jnp.array([2, 1]), 4)
     for kind in LOSSES:
-        value, grad = jax.value_and_grad(lambda o: sequence_loss(kind, o, targets, reduction=reduction, mask=mask))(logits)
+        value, grad = jax.value_and_grad(lambda o: sequence_loss(kind, o, targets, reduction=reduction, mask=mask))(
+            logits
+        )
         assert np.isfinite(float(value)), (kind, reduction)
         assert bool(jnp.all(jnp.isfinite(grad))) and bool(jnp.all(grad[:, 2:] == 0)), (kind, reduction)
 

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from _util import assert_trees_close
-from lstm_jax.cells import Cell, LSTMState, lstm_cell, lstm_step, rnn_cell, rnn_step
+
+from lstm_jax.cells import LSTMState, lstm_cell, lstm_step, rnn_cell, rnn_step
 from lstm_jax.init import init_layers, init_lstm, init_rnn
 from lstm_jax.unroll import Bidirectional, unroll, unroll_layers, valid_steps
 
@@ -188,7 +188,10 @@ def test_bidirectional_backward_half_reads_reversed_sequences(model, key):
     cell, _, _, xs, _ = _setup(model, key)
     init = init_rnn if model == "rnn" else init_lstm
     layers = init_layers(jax.random.key(2), init, M, D, num_layers=2, bidirectional=True)
-    assert isinstance(layers[0], Bidirectional) and layers[1].forward.w_ih.shape == ((4 if model == "lstm" else 1) * D, 2 * D)
+    assert isinstance(layers[0], Bidirectional) and layers[1].forward.w_ih.shape == (
+        (4 if model == "lstm" else 1) * D,
+        2 * D,
+    )
     lengths = jnp.array([T, 3, 1])
     finals, hs = unroll_layers(cell, layers[:1], xs, lengths=lengths)
     assert hs.shape == (B, T, 2 * D)
