@@ -152,7 +152,9 @@ def test_any_leading_batch_dimensions(model, key):
 def test_jit_grad_and_vmap(model, key):
     cell, _, params, xs, carry0 = _setup(model, key)
     lengths = jnp.array([T, 2, 4])
-    run = lambda p, x, c, n: unroll(cell, p, x, c, lengths=n)
+    def run(p, x, c, n):
+        return unroll(cell, p, x, c, lengths=n)
+
     eager = run(params, xs, carry0, lengths)
     assert_trees_close(jax.jit(run)(params, xs, carry0, lengths), eager, **F32)
     # vmap over the batch: each sequence alone, unbatched inside
