@@ -1,0 +1,463 @@
+r"""Experiment configs: YAML files loaded into typed, frozen dataclasses.
+
+One YAML file per experiment; ``lstm-jax train CONFIG.yaml --set model.hidden_size=64`` loads it
+with :func:`load_config`. Every key is checked: unknown keys, wrong types, unknown choices and
+out-of-range values raise :class:`ConfigError`, one line that names the key path and, for a typo,
+suggests the nearest valid name. ``--set`` overrides are merged into the YAML data *before*
+validation, so they pass the same checks. :func:`save_config` writes the resolved config, which
+:func:`load_config` reads back to an equal object.
+
+YAML is read with PyYAML's safe loader plus one fix: ``1e-3`` is a float (YAML 1.2), not the
+string YAML 1.1 makes of it. Values are never coerced, except that an int is accepted (and stored
+as a float) where a float is expected.
+
+Example::
+
+    cfg = load_config("configs/adding.yaml", ["optim.learning_rate=3e-4", "task.params.T=200"])
+    cfg.model.hidden_size, cfg.task.params["T"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tempfile
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import yaml
+
+from lstm_jax.cells import ACTIVATIONS
+from lstm_jax.init import INITIALIZERS
+
+CELLS = ("lstm", "rnn")
+DTYPES = ("float32", "bfloat16", "float64")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
+GRADIENTS = ("autodiff", "manual")
+
+Scalar = typing.Union[int, float, str, bool]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be read or is invalid; the message is one line starting ``config:``."""
+
+
+class FrozenMapping(Mapping):
+    """A read-only, hashable, picklable mapping: the ``params`` of a :class:`TaskConfig`."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items=()):
+        self._items = dict(items)
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self):
+        return len(self._items)
+
+    def __hash__(self):
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self):
+        return f"FrozenMapping({self._items!r})"
+
+
+def _field(default=dataclasses.MISSING, *, choices=(), ge=None, gt=None):
+    """A dataclass field with its allowed ``choices`` and bounds (``value >= ge``, ``value > gt``)."""
+    return field(default=default, metadata={"choices": tuple(choices), "ge": ge, "gt": gt})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskConfig:
+    """The task, built by ``lstm_jax.tasks.make_task(name, **params)``."""
+
+    _PATH: ClassVar[str] = "task."
+    name: str = _field()
+    params: Mapping[str, Scalar] = field(default_factory=FrozenMapping)
+
+    def __post_init__(self):
+        _validate(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelConfig:
+    """The recurrent network; ``activation`` is for the RNN only, ``forget_bias`` for the LSTM only."""
+
+    _PATH: ClassVar[str] = "model."
+    cell: str = _field("lstm", choices=CELLS)
+    hidden_size: int = _field(128, ge=1)
+    num_layers: int = _field(1, ge=1)
+    bidirectional: bool = False
+    activation: str = _field("tanh", choices=ACTIVATIONS)
+    forget_bias: float = 1.0
+    recurrent_init: str = _field("orthogonal", choices=INITIALIZERS)
+    recurrent_scale: float = _field(1.0, ge=0)
+    input_init: str = _field("fan_in", choices=INITIALIZERS)
+    unroll: int = _field(1, ge=1)
+    dtype: str = _field("float32", choices=DTYPES)
+
+    def __post_init__(self):
+        _validate(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OptimConfig:
+    """The optax optimiser, its learning-rate schedule and global-norm clipping (``None``: off)."""
+
+    _PATH: ClassVar[str] = "optim."
+    name: str = _field("adam", choices=OPTIMIZERS)
+    learning_rate: float = _field(1e-3, gt=0)
+    momentum: float = _field(0.9, ge=0)
+    weight_decay: float = _field(0.0, ge=0)
+    schedule: str = _field("constant", choices=SCHEDULES)
+    warmup_steps: int = _field(0, ge=0)
+    decay_rate: float = _field(0.5, gt=0)
+    decay_steps: int = _field(1000, ge=1)
+    clip_norm: float | None = _field(1.0, gt=0)
+
+    def __post_init__(self):
+        _validate(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainConfig:
+    """The training loop: steps, batches, evaluation, checkpoints and logging."""
+
+    _PATH: ClassVar[str] = "train."
+    steps: int = _field(1000, ge=1)
+    batch_size: int = _field(64, ge=1)
+    eval_every: int = _field(100, ge=1)
+    eval_batches: int = _field(4, ge=1)
+    checkpoint_every: int = _field(500, ge=1)
+    gradients: str = _field("autodiff", choices=GRADIENTS)
+    stop_when_solved: bool = True
+    log_every: int = _field(10, ge=1)
+
+    def __post_init__(self):
+        _validate(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """A whole experiment; ``name`` is the run directory's default name."""
+
+    _PATH: ClassVar[str] = ""
+    name: str = "run"
+    seed: int = 0
+    task: TaskConfig = _field()
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        _validate(self)
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ConfigError(f"config: name: expected a directory name, got {self.name!r}")
+        if self.optim.warmup_steps > self.train.steps:
+            raise ConfigError(
+                f"config: optim.warmup_steps: must be <= train.steps ({self.train.steps}), got {self.optim.warmup_steps}"
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+def _got(value) -> str:
+    return "None" if value is None else f"{type(value).__name__} ({value!r})"
+
+
+def _did_you_mean(word: str, candidates: Sequence[str], prefix: str = "") -> str:
+    """``"; did you mean 'prefix+match'?"`` for the closest candidate (ignoring case), else ``""``."""
+    lower = {c.lower(): c for c in reversed(candidates)}
+    close = difflib.get_close_matches(str(word).lower(), list(lower), n=1)
+    return f"; did you mean {prefix + lower[close[0]]!r}?" if close else ""
+
+
+def _check_scalar(path: str, value, tp):
+    """``value`` if it has type ``tp`` (bool is not an int; an int is made a float); else raise."""
+    allowed = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    for t in allowed:
+        if t is type(None) and value is None:
+            return None
+        if t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)):
+            return value
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+    raise ConfigError(f"config: {path}: expected {expected}, got {_got(value)}")
+
+
+def _check_field(path: str, value, f: dataclasses.Field) -> None:
+    """Check ``value`` against the ``choices`` and bounds in the metadata of field ``f``."""
+    choices, ge, gt = f.metadata.get("choices"), f.metadata.get("ge"), f.metadata.get("gt")
+    if choices and value not in choices:
+        hint = _did_you_mean(value, choices)
+        raise ConfigError(f"config: {path}: expected one of {list(choices)}, got {value!r}{hint}")
+    if value is None:
+        return
+    if ge is not None and not value >= ge:
+        raise ConfigError(f"config: {path}: must be >= {ge}, got {value!r}")
+    if gt is not None and not value > gt:
+        raise ConfigError(f"config: {path}: must be > {gt}, got {value!r}")
+
+
+def _validate(obj) -> None:
+    """Check every field of a config dataclass; ints become floats and mappings frozen, in place."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        path, value, tp = obj._PATH + f.name, getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, tp):
+                raise ConfigError(f"config: {path}: expected {tp.__name__}, got {_got(value)}")
+        elif typing.get_origin(tp) is Mapping:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config: {path}: expected a mapping, got {_got(value)}")
+            _, value_type = typing.get_args(tp)
+            for k in value:
+                _check_scalar(f"{path} key", k, str)
+            value = FrozenMapping({k: _check_scalar(f"{path}.{k}", v, value_type) for k, v in value.items()})
+        else:
+            value = _check_scalar(path, value, tp)
+            _check_field(path, value, f)
+        object.__setattr__(obj, f.name, value)
+
+
+def _unknown_key(path: str, key: str, valid: Sequence[str]) -> str:
+    hint = _did_you_mean(key, valid, path) or f"; valid keys: {', '.join(valid)}"
+    return f"unknown key {path + key!r}{hint}"
+
+
+def _build(cls, data, path: str):
+    """The dataclass ``cls`` from the mapping ``data`` found at ``path`` (``""`` or ``"model."``)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: {path.rstrip('.') or 'top level'}: expected a mapping, got {_got(data)}")
+    fields, hints = {f.name: f for f in dataclasses.fields(cls)}, typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"config: {_unknown_key(path, str(key), list(fields))}")
+    kwargs = {}
+    for name, f in fields.items():
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], data.get(name, {}), f"{path}{name}.")
+        elif name in data:
+            kwargs[name] = data[name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"config: missing required key {path + name!r}")
+    return cls(**kwargs)
+
+
+def _task_registry() -> dict[str, dict[str, object]] | None:
+    """``{task name: {parameter: default}}`` from :mod:`lstm_jax.tasks`, or None if it cannot be imported."""
+    try:
+        from lstm_jax import tasks
+
+        return {name: tasks.task_parameters(name) for name in tasks.task_names()}
+    except ImportError:
+        return None
+
+
+def _check_task(task: TaskConfig, registry: Mapping[str, Mapping[str, object]]) -> TaskConfig:
+    """``task`` with its name and parameters checked against ``{task name: {parameter: default}}``."""
+    if task.name not in registry:
+        hint = _did_you_mean(task.name, list(registry))
+        raise ConfigError(f"config: task.name: expected one of {sorted(registry)}, got {task.name!r}{hint}")
+    defaults = registry[task.name]
+    params = {}
+    for key, value in task.params.items():
+        if key not in defaults:
+            raise ConfigError(f"config: {_unknown_key('task.params.', key, list(defaults))}")
+        default = defaults[key]
+        typed = isinstance(default, (int, float, str, bool))  # no check against a None default
+        params[key] = _check_scalar(f"task.params.{key}", value, type(default)) if typed else value
+    return dataclasses.replace(task, params=params)
+
+
+# ----------------------------------------------------------------------------------------------
+# YAML, overrides, loading and saving
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader with YAML 1.2 floats (``1e-3``) and no duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+class _Dumper(yaml.SafeDumper):
+    """The safe dumper that quotes strings such as ``'1e-3'`` which :class:`_Loader` reads as floats."""
+
+
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _parse_yaml(text: str, where: str, *, file: bool = True):
+    """The YAML document ``text``; a syntax error in a file names its line and column."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}:{mark.column + 1}" if mark and file else ""
+        problem = getattr(e, "problem", None) or str(e).replace("\n", " ")
+        raise ConfigError(f"config: {where}{line}: invalid YAML: {problem}") from None
+
+
+def _check_override_key(keys: list[str], override: str) -> None:
+    """Raise unless ``keys`` is a path of the schema (any one name is allowed below ``task.params``)."""
+    cls = Config
+    for i, key in enumerate(keys):
+        fields, prefix = [f.name for f in dataclasses.fields(cls)], "".join(k + "." for k in keys[:i])
+        if key not in fields:
+            raise ConfigError(f"config: --set {override}: {_unknown_key(prefix, key, fields)}")
+        cls = typing.get_type_hints(cls)[key]
+        depth = 1 if typing.get_origin(cls) is Mapping else 0  # a task parameter's name follows
+        if not dataclasses.is_dataclass(cls):
+            if len(keys) > i + 1 + depth:
+                raise ConfigError(f"config: --set {override}: {'.'.join(keys[: i + 1 + depth])!r} has no sub-keys")
+            return
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``"dotted.key=value"`` override set; values are parsed as YAML.
+
+    Args:
+      data: the config as loaded from YAML (not modified).
+      overrides: e.g. ``["model.hidden_size=64", "optim.learning_rate=1e-3", "task.params.T=200"]``.
+
+    Returns:
+      The new nested dict; missing sections or task parameters are created.
+
+    Raises:
+      ConfigError: an override without ``=``, with an unknown key, or with a value that is not YAML.
+    """
+    out = _to_dict(data)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        keys = key.strip().split(".")
+        if not sep or not all(keys):
+            raise ConfigError(f"config: --set {override}: expected key=value, e.g. model.hidden_size=64")
+        _check_override_key(keys, override)
+        node = out
+        for k in keys[:-1]:
+            if not isinstance(node.get(k, {}), dict):
+                raise ConfigError(f"config: --set {override}: {k!r} is not a mapping in the config")
+            node = node.setdefault(k, {})
+        node[keys[-1]] = _parse_yaml(text, f"--set {override}", file=False)
+    return out
+
+
+def config_from_dict(
+    data: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    *,
+    tasks: Mapping[str, Mapping[str, object]] | None = None,
+) -> Config:
+    """The validated :class:`Config` of ``data`` (nested mappings, as from YAML) after ``overrides``.
+
+    Args:
+      data: the config as nested mappings; missing keys take their defaults; ``task.name`` is required.
+      overrides: ``"dotted.key=value"`` strings, see :func:`apply_overrides`.
+      tasks: ``{task name: {parameter: default}}`` to check ``task`` against; by default the
+        :mod:`lstm_jax.tasks` registry (skipped if that cannot be imported).
+
+    Raises:
+      ConfigError: an unknown or missing key, a wrong type, an unknown choice or a value out of range.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: expected a mapping at the top level, got {_got(data)}")
+    config = _build(Config, apply_overrides(data, overrides), "")
+    registry = _task_registry() if tasks is None else tasks
+    if registry is not None:
+        config = dataclasses.replace(config, task=_check_task(config.task, registry))
+    return config
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), **kwargs) -> Config:
+    """The validated :class:`Config` of the YAML file ``path`` after ``overrides``.
+
+    Args:
+      path: a YAML file whose top level is a mapping.
+      overrides: ``"dotted.key=value"`` strings, see :func:`apply_overrides`.
+      **kwargs: passed to :func:`config_from_dict` (``tasks``).
+
+    Raises:
+      ConfigError: the file is missing, unreadable or not YAML, or the config is invalid.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config: no such file: {os.fspath(path)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config: cannot read {os.fspath(path)}: {e}") from None
+    data = _parse_yaml(text, os.fspath(path))
+    if not isinstance(data, Mapping):
+        got = "an empty file" if data is None else _got(data)
+        raise ConfigError(f"config: {os.fspath(path)}: expected a mapping at the top level, got {got}")
+    return config_from_dict(data, overrides, **kwargs)
+
+
+def _to_dict(value):
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _to_dict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_dict(v) for v in value]
+    return value
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """``config`` as plain nested dicts (every key, defaults included), for YAML or JSON."""
+    return _to_dict(config)
+
+
+def save_config(config: Config, path: str | os.PathLike, *, header: str | None = None) -> None:
+    """Write ``config`` to ``path`` as YAML, atomically (a temporary file, then ``os.replace``).
+
+    Args:
+      config: the resolved config; :func:`load_config` of the file gives an equal object.
+      path: the file to write (its directory must exist).
+      header: optional text written first as ``#`` comment lines (e.g. the command that ran).
+    """
+    text = yaml.dump(config_to_dict(config), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    if header:
+        text = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) + text
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".yaml.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp made it private
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
