@@ -1,8 +1,13 @@
-"""The ``lstm-jax`` command line: thin wrappers that parse, call the library and print."""
+"""The ``lstm-jax`` command line: thin wrappers that parse, call the library and print.
+
+Bad input (missing file, bad YAML, unknown task or optimiser, impossible sizes) gives one line on
+stderr and exit code 2; a run stopped by a NaN or inf exits with 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 
@@ -23,18 +28,72 @@ def _gradcheck(args: argparse.Namespace) -> int:
     return 0 if all(row.ok for row in rows) else 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    from lstm_jax import config as cfg
+    from lstm_jax import rundir, train
+
+    config = cfg.load_config(args.config, args.set)
+    run_dir = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / config.name
+    if args.resume and (run_dir / rundir.CONFIG).exists():
+        saved = cfg.load_config(run_dir / rundir.CONFIG)
+        if saved != config:
+            raise ValueError(f"--resume: expected the config saved in {run_dir / rundir.CONFIG}, got a different one")
+    summary = train.fit(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    final = summary["final"] or {}
+    metric = summary["metric_name"]
+    print(
+        f"{config.name}: {summary['status']} after {summary['steps']} steps in {summary['wall_seconds']:.1f} s; "
+        f"eval loss {final.get('loss', float('nan')):.4g} vs baseline {summary['baseline']['loss']:.4g} "
+        f"({summary['baseline']['what']}); {metric} {final.get(metric, float('nan')):.4g}; "
+        f"solved: {summary['solved']} ({summary['solved_rule']})"
+    )
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from lstm_jax import evaluate as ev
+
+    result = ev.evaluate_run(args.run_dir, num_batches=args.batches)
+    print(
+        f"{args.run_dir}: step {result['step']}: loss {result['loss']:.4g} vs baseline {result['baseline']:.4g}; "
+        f"{result['metric_name']} {result['metric']:.4g}; solved: {result['solved']}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-jax", description="The article's RNN and LSTM in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("gradcheck", help="manual BPTT vs jax.grad vs finite differences (float64)")
     check.add_argument("--seed", type=int, default=0, help="PRNG seed of the random problem (default 0)")
     check.set_defaults(run=_gradcheck)
+    tr = commands.add_parser("train", help="train from a YAML config into a run directory")
+    tr.add_argument("config", help="a YAML config, e.g. configs/quickstart.yaml")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    tr.add_argument("--out", help="run directory (default runs/<config name>)")
+    tr.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(run=_train)
+    ev = commands.add_parser("eval", help="evaluate a run's latest checkpoint on fresh data")
+    ev.add_argument("run_dir")
+    ev.add_argument("--batches", type=int, default=8, help="fresh evaluation batches (default 8)")
+    ev.set_defaults(run=_eval)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    from lstm_jax.train import NonFiniteError
+
+    try:
+        return args.run(args)
+    except NonFiniteError as error:
+        print(f"lstm-jax: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as error:
+        print(f"lstm-jax: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -152,6 +152,7 @@ def test_any_leading_batch_dimensions(model, key):
 def test_jit_grad_and_vmap(model, key):
     cell, _, params, xs, carry0 = _setup(model, key)
     lengths = jnp.array([T, 2, 4])
+
     def run(p, x, c, n):
         return unroll(cell, p, x, c, lengths=n)
 

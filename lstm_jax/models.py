@@ -1,0 +1,95 @@
+r"""Sequence models: stacked RNN or LSTM layers from :mod:`lstm_jax.unroll`, then the article's head.
+
+.. math::
+   h^{(0)}_t = x_t, \qquad h^{(l)}_t = \mathrm{cell}_l(h^{(l)}_{t-1}, h^{(l-1)}_t), \qquad
+   o_t = V h^{(L)}_t + c
+
+Many-to-many models return logits for every step, ``(B, T, N)``; many-to-one models apply the
+head to the final carry of the last layer (each sequence's last valid step; for a bidirectional
+layer ``[h_fwd(T); h_bwd(1)]``), ``(B, N)``. The first layer's ``w_ih`` is the input layer: on
+one-hot inputs it is exactly an embedding table (``x W_ihᵀ`` picks a column).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax.cells import DenseParams, LSTMState, dense, lstm_cell, rnn_cell
+from lstm_jax.init import init_dense, init_layers, init_lstm, init_rnn
+from lstm_jax.unroll import Bidirectional, unroll_layers
+
+Array = jax.Array
+
+CELLS = ("lstm", "rnn")
+
+
+class ModelParams(NamedTuple):
+    """All trainable arrays of a model."""
+
+    layers: tuple  # one entry per layer: RNNParams/LSTMParams, or Bidirectional of two
+    head: DenseParams  # V (N, D or 2D), c (N,)
+
+
+class ModelSpec(NamedTuple):
+    """The static (non-array) description a model needs to run: hashable, so jit can close over it."""
+
+    cell: str = "lstm"  # "lstm" or "rnn"
+    activation: str = "tanh"  # the RNN's f
+    many_to_one: bool = False
+    unroll: int = 1  # lax.scan unroll factor
+
+
+def get_cell(spec: ModelSpec):
+    """The :class:`~lstm_jax.cells.Cell` of ``spec``."""
+    if spec.cell not in CELLS:
+        raise ValueError(f"cell: expected one of {list(CELLS)}, got {spec.cell!r}")
+    return lstm_cell() if spec.cell == "lstm" else rnn_cell(spec.activation)
+
+
+def init_model(
+    key: Array,
+    spec: ModelSpec,
+    input_size: int,
+    hidden_size: int,
+    output_size: int,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dtype=jnp.float32,
+    **cell_init: Any,
+) -> ModelParams:
+    """Parameters for :func:`apply_model`; ``cell_init`` goes to ``init_lstm``/``init_rnn``
+    (``forget_bias``, ``recurrent_init``, ``recurrent_scale``, ``input_init``)."""
+    get_cell(spec)
+    k_layers, k_head = jax.random.split(key)
+    init_fn = init_lstm if spec.cell == "lstm" else init_rnn
+    if spec.cell == "rnn":
+        cell_init.pop("forget_bias", None)
+    layers = init_layers(
+        k_layers, init_fn, input_size, hidden_size, num_layers, bidirectional=bidirectional, dtype=dtype, **cell_init
+    )
+    features = hidden_size * (2 if bidirectional else 1)
+    return ModelParams(layers, init_dense(k_head, features, output_size, dtype=dtype))
+
+
+def _final_h(carry) -> Array:
+    """The hidden state of a layer's final carry (``h`` of an LSTM, the carry itself for an RNN)."""
+    if isinstance(carry, Bidirectional):
+        return jnp.concatenate([_final_h(carry.forward), _final_h(carry.backward)], axis=-1)
+    return carry.h if isinstance(carry, LSTMState) else carry
+
+
+def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Array | None = None) -> Array:
+    """Logits: ``(B, T, N)`` for a many-to-many model, ``(B, N)`` for a many-to-one model.
+
+    Args:
+      spec: the static description.
+      params: from :func:`init_model`.
+      inputs: ``(B, T, M)`` (any leading batch dimensions).
+      lengths: optional ``(B,)`` valid steps per sequence (right padding).
+    """
+    finals, hs = unroll_layers(get_cell(spec), params.layers, inputs, lengths=lengths, unroll=spec.unroll)
+    return dense(params.head, _final_h(finals[-1]) if spec.many_to_one else hs)

@@ -1,0 +1,58 @@
+"""Models: stacked cells then the head, many-to-many and many-to-one."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from _util import assert_trees_close
+
+from lstm_jax.cells import dense
+from lstm_jax.models import ModelSpec, apply_model, get_cell, init_model
+from lstm_jax.unroll import Bidirectional, unroll_layers
+
+B, T, M, D, N = 3, 7, 4, 6, 5
+F32 = dict(rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+@pytest.mark.parametrize("num_layers, bidirectional", [(1, False), (2, False), (2, True)])
+def test_shapes_and_the_head_on_the_last_layer(cell, num_layers, bidirectional, key):
+    spec = ModelSpec(cell=cell)
+    params = init_model(key, spec, M, D, N, num_layers=num_layers, bidirectional=bidirectional)
+    assert len(params.layers) == num_layers
+    assert params.head.w.shape == (N, D * (2 if bidirectional else 1))
+    xs = jax.random.normal(key, (B, T, M))
+    logits = apply_model(spec, params, xs)
+    assert logits.shape == (B, T, N)
+    _, hs = unroll_layers(get_cell(spec), params.layers, xs)
+    assert_trees_close(logits, dense(params.head, hs), **F32)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_many_to_one_reads_each_sequence_at_its_last_valid_step(cell, bidirectional, key):
+    many, one = ModelSpec(cell=cell), ModelSpec(cell=cell, many_to_one=True)
+    params = init_model(key, many, M, D, N, bidirectional=bidirectional)
+    xs = jax.random.normal(key, (B, T, M))
+    lengths = jnp.array([T, 3, 1])
+    logits = apply_model(one, params, xs, lengths)
+    assert logits.shape == (B, N)
+    per_step = apply_model(many, params, xs, lengths)
+    if not bidirectional:  # forward only: the last valid step's output
+        assert_trees_close(logits, per_step[jnp.arange(B), lengths - 1], **F32)
+    else:  # [h_fwd at the last valid step; h_bwd at the first step]
+        finals, hs = unroll_layers(get_cell(many), params.layers, xs, lengths=lengths)
+        h = jnp.concatenate([hs[jnp.arange(B), lengths - 1, :D], hs[:, 0, D:]], axis=-1)
+        assert isinstance(finals[0], Bidirectional)
+        assert_trees_close(logits, dense(params.head, h), **F32)
+
+
+def test_unknown_cell_is_rejected(key):
+    with pytest.raises(ValueError, match=r"cell: expected one of \['lstm', 'rnn'\], got 'gru'"):
+        init_model(key, ModelSpec(cell="gru"), M, D, N)
+
+
+def test_forget_bias_reaches_the_lstm_and_is_ignored_by_the_rnn(key):
+    lstm = init_model(key, ModelSpec(cell="lstm"), M, D, N, forget_bias=3.0)
+    assert float(lstm.layers[0].b[D]) == 3.0
+    rnn = init_model(key, ModelSpec(cell="rnn"), M, D, N, forget_bias=3.0)
+    assert rnn.layers[0].b.shape == (D,)
