@@ -214,12 +214,13 @@ def check_trainable(config) -> None:
 
 
 def data_parallel(batch_size: int):
-    """``(batch sharding, replicated sharding)`` over all local devices, or ``(None, None)`` on one.
+    """``(batch sharding, replicated sharding)`` over all devices, or ``(None, None)`` on one.
 
-    The batch is split along its first axis; parameters and optimiser state are replicated. The
-    jit-compiled step then runs data-parallel (XLA inserts the gradient all-reduce).
+    The batch is split along its first axis over a 1-D mesh of ``jax.devices()`` (every device of
+    every process after ``jax.distributed.initialize()``); parameters and optimiser state are
+    replicated. The jit-compiled step then runs data-parallel (XLA inserts the gradient all-reduce).
     """
-    devices = jax.local_devices()
+    devices = jax.devices()
     if len(devices) == 1:
         return None, None
     if batch_size % len(devices):
@@ -227,6 +228,21 @@ def data_parallel(batch_size: int):
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))
     P = jax.sharding.PartitionSpec
     return jax.sharding.NamedSharding(mesh, P("data")), jax.sharding.NamedSharding(mesh, P())
+
+
+def global_batch(batch: Batch, sharding) -> Batch:
+    """The batch as one global array sharded by ``sharding``, each process giving its own rows.
+
+    Every process draws the same full batch from the same key; process ``i`` contributes rows
+    ``[i·B/P, (i+1)·B/P)``. With one process this is the whole batch, placed on its devices.
+    """
+    if sharding is None:
+        return batch
+    rows = batch.inputs.shape[0] // jax.process_count()
+    mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x[mine]), x.shape), batch
+    )
 
 
 def _progress(enabled: bool, total: int, start: int):
@@ -300,14 +316,15 @@ def _fit(config, task: Task, run_dir: pathlib.Path, resume: bool, progress: bool
         state = jax.device_put(state, replicated)
     train_step = make_train_step(spec, task, optimizer, tc.gradients)
     eval_step = make_eval_step(spec, task)
-    make_batch = jax.jit(task.make_batch, static_argnums=1, out_shardings=batch_sharding)
+    make_batch = jax.jit(task.make_batch, static_argnums=1)
 
     t0 = time.perf_counter()
     status, done, last = "completed", start, None
     with _progress(progress, tc.steps, start) as bar:
         bar_task = bar.add_task("train", total=tc.steps, completed=start, loss=float("nan"), rate=0.0) if bar else None
         for step in range(start, tc.steps):
-            state, m = train_step(state, make_batch(jax.random.fold_in(train_key, step), tc.batch_size))
+            batch = global_batch(make_batch(jax.random.fold_in(train_key, step), tc.batch_size), batch_sharding)
+            state, m = train_step(state, batch)
             if not bool(m["finite"]):
                 kept = checkpoint.latest_step(ckpt_dir)
                 _write_summary(run_dir, config, task, last, step, t0, start, "non_finite")
