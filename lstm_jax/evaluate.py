@@ -8,7 +8,6 @@ import jax
 
 from lstm_jax import checkpoint, rundir
 from lstm_jax.config import load_config
-from lstm_jax.tasks import make_task
 from lstm_jax.train import (
     check_trainable,
     evaluate,
@@ -18,6 +17,7 @@ from lstm_jax.train import (
     model_spec,
     precision,
     run_keys,
+    tasks_for,
 )
 
 #: fold_in data for evaluation after training: never used by ``fit`` (which folds in step numbers).
@@ -32,7 +32,7 @@ def evaluate_run(run_dir, *, num_batches: int = 8) -> dict:
     if num_batches < 1:
         raise ValueError(f"--batches: expected >= 1, got {num_batches}")
     config = load_config(run_dir / rundir.CONFIG)
-    task = make_task(config.task.name, **dict(config.task.params))
+    _, task = tasks_for(config)  # the held-out evaluation task
     check_trainable(config)
     with precision(config):
         return _evaluate(config, task, run_dir, num_batches)

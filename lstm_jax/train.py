@@ -29,7 +29,7 @@ from lstm_jax import checkpoint, rundir
 from lstm_jax.bptt import lstm_bptt, rnn_bptt
 from lstm_jax.losses import sequence_loss
 from lstm_jax.models import ModelParams, ModelSpec, apply_model, init_model
-from lstm_jax.tasks import Batch, Task, make_task
+from lstm_jax.tasks import Batch, Task, make_task, task_parameters
 
 Array = jax.Array
 
@@ -278,10 +278,24 @@ def fit(config, run_dir, *, resume: bool = False, progress: bool = False) -> dic
       ValueError: bad combinations, or an existing run directory without ``resume``.
       NonFiniteError: the loss or a gradient became NaN/inf (the last good checkpoint is kept).
     """
-    task = make_task(config.task.name, **dict(config.task.params))
+    task, eval_task = tasks_for(config)
     check_trainable(config)
     with precision(config):
-        return _fit(config, task, pathlib.Path(run_dir), resume, progress)
+        return _fit(config, task, eval_task, pathlib.Path(run_dir), resume, progress)
+
+
+def tasks_for(config) -> tuple[Task, Task]:
+    """``(training task, evaluation task)`` of a config.
+
+    A task with a ``split`` parameter (real data) trains on ``"train"`` and is evaluated on
+    ``"test"``, with that split's own baseline; generated tasks are evaluated on the same task,
+    with fresh batches from a key training never uses.
+    """
+    params = dict(config.task.params)
+    task = make_task(config.task.name, **params)
+    if "split" in task_parameters(config.task.name) and params.get("split", "train") == "train":
+        return task, make_task(config.task.name, **{**params, "split": "test"})
+    return task, task
 
 
 def precision(config):
@@ -289,7 +303,7 @@ def precision(config):
     return jax.enable_x64(True) if config.model.dtype == "float64" else contextlib.nullcontext()
 
 
-def _fit(config, task: Task, run_dir: pathlib.Path, resume: bool, progress: bool) -> dict:
+def _fit(config, task: Task, eval_task: Task, run_dir: pathlib.Path, resume: bool, progress: bool) -> dict:
     from lstm_jax.config import save_config
     from lstm_jax.plots import plot_learning_curve
 
@@ -315,7 +329,7 @@ def _fit(config, task: Task, run_dir: pathlib.Path, resume: bool, progress: bool
     if replicated is not None:
         state = jax.device_put(state, replicated)
     train_step = make_train_step(spec, task, optimizer, tc.gradients)
-    eval_step = make_eval_step(spec, task)
+    eval_step = make_eval_step(spec, eval_task)
     make_batch = jax.jit(task.make_batch, static_argnums=1)
 
     t0 = time.perf_counter()
@@ -327,7 +341,7 @@ def _fit(config, task: Task, run_dir: pathlib.Path, resume: bool, progress: bool
             state, m = train_step(state, batch)
             if not bool(m["finite"]):
                 kept = checkpoint.latest_step(ckpt_dir)
-                _write_summary(run_dir, config, task, last, step, t0, start, "non_finite")
+                _write_summary(run_dir, config, eval_task, last, step, t0, start, "non_finite")
                 raise NonFiniteError(
                     f"non-finite loss or gradient at step {step + 1}: run stopped; "
                     f"the last good checkpoint is {'step ' + str(kept) if kept is not None else 'none'}"
@@ -337,7 +351,7 @@ def _fit(config, task: Task, run_dir: pathlib.Path, resume: bool, progress: bool
                 rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
                 bar.update(bar_task, completed=done, loss=float(m["loss"]), rate=rate)
             if done % tc.eval_every == 0 or done == tc.steps:
-                last = _evaluate_and_log(eval_step, task, state, eval_key, tc, done, float(m["loss"]), t0, run_dir)
+                last = _evaluate_and_log(eval_step, eval_task, state, eval_key, tc, done, float(m["loss"]), t0, run_dir)
                 if last["solved"] and tc.stop_when_solved:
                     status = "solved"
                     break
@@ -345,7 +359,7 @@ def _fit(config, task: Task, run_dir: pathlib.Path, resume: bool, progress: bool
                 checkpoint.save_checkpoint(ckpt_dir, done, state)
     if checkpoint.latest_step(ckpt_dir) != done:
         checkpoint.save_checkpoint(ckpt_dir, done, state)
-    summary = _write_summary(run_dir, config, task, last, done, t0, start, status)
+    summary = _write_summary(run_dir, config, eval_task, last, done, t0, start, status)
     records = rundir.read_metrics(run_dir)
     if records:
         plot_learning_curve(
