@@ -1,0 +1,33 @@
+"""The tables in experiments/README.md are printed from the committed results, not typed in."""
+
+import importlib.util
+import json
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "experiments" / "README.md").read_text()
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_adding_table_is_generated():
+    table = _script("sweep").table("adding")
+    assert table in README
+    assert table in (ROOT / "README.md").read_text()
+
+
+def test_manual_vs_autodiff_table_is_generated():
+    module = _script("manual_vs_autodiff")
+    result = json.loads((module.RESULTS / "manual_vs_autodiff.json").read_text())
+    assert module.table(result) in README
+
+
+def test_gradient_flow_table_is_generated():
+    module = _script("gradient_flow")
+    summaries = json.loads((ROOT / "experiments" / "results" / "gradient_flow.json").read_text())["results"]
+    assert module.markdown_table(summaries) in README
