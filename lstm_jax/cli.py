@@ -62,6 +62,16 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample(args: argparse.Namespace) -> int:
+    from lstm_jax import evaluate as ev
+
+    print(
+        args.prompt
+        + ev.sample_run(args.run_dir, args.prompt, args.length, temperature=args.temperature, seed=args.seed)
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-jax", description="The article's RNN and LSTM in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("--batches", type=int, default=8, help="fresh evaluation batches (default 8)")
     ev.set_defaults(run=_eval)
+    sp = commands.add_parser("sample", help="sample text from a trained character model (task charlm)")
+    sp.add_argument("run_dir")
+    sp.add_argument("--prompt", default="Beautiful is", help="text the model reads first")
+    sp.add_argument("--length", type=int, default=200, help="characters to generate (default 200)")
+    sp.add_argument("--temperature", type=float, default=0.7, help="softmax temperature > 0 (default 0.7)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(run=_sample)
     return parser
 
 

@@ -1,14 +1,18 @@
-"""Evaluate a finished (or interrupted) run: its latest checkpoint on fresh held-out batches."""
+"""Use a finished (or interrupted) run: evaluate its latest checkpoint on fresh held-out batches,
+or sample text from a character model."""
 
 from __future__ import annotations
 
 import pathlib
+from typing import NamedTuple
 
 import jax
 
 from lstm_jax import checkpoint, rundir
 from lstm_jax.config import load_config
+from lstm_jax.tasks import Task
 from lstm_jax.train import (
+    TrainState,
     check_trainable,
     evaluate,
     init_state,
@@ -24,27 +28,41 @@ from lstm_jax.train import (
 _AFTER_TRAINING = 2**31 - 1
 
 
-def evaluate_run(run_dir, *, num_batches: int = 8) -> dict:
-    """Loss and metric of the run's latest checkpoint on ``num_batches`` fresh batches."""
+class Run(NamedTuple):
+    config: object
+    eval_task: Task
+    state: TrainState
+
+
+def load_run(run_dir) -> Run:
+    """The config, held-out task and latest checkpoint of a run directory.
+
+    Call inside ``train.precision(run.config)`` for float64 runs (``evaluate_run`` and
+    ``sample_run`` do).
+    """
     run_dir = pathlib.Path(run_dir)
-    if not (run_dir / rundir.CONFIG).exists():
+    if not (run_dir / rundir.CONFIG).is_file():
         raise ValueError(f"run directory: expected {run_dir / rundir.CONFIG}, got no such file")
+    config = load_config(run_dir / rundir.CONFIG)
+    check_trainable(config)
+    _, eval_task = tasks_for(config)
+    with precision(config):
+        template = init_state(
+            config, eval_task, make_optimizer(config.optim, config.train.steps), run_keys(config.seed)[0]
+        )
+        state = checkpoint.restore_checkpoint(run_dir / rundir.CHECKPOINTS, template)
+    return Run(config, eval_task, state)
+
+
+def evaluate_run(run_dir, *, num_batches: int = 8) -> dict:
+    """Loss and metric of the run's latest checkpoint on ``num_batches`` fresh held-out batches."""
     if num_batches < 1:
         raise ValueError(f"--batches: expected >= 1, got {num_batches}")
-    config = load_config(run_dir / rundir.CONFIG)
-    _, task = tasks_for(config)  # the held-out evaluation task
-    check_trainable(config)
+    config, task, state = load_run(run_dir)
     with precision(config):
-        return _evaluate(config, task, run_dir, num_batches)
-
-
-def _evaluate(config, task, run_dir: pathlib.Path, num_batches: int) -> dict:
-    init_key, _, eval_key = run_keys(config.seed)
-    template = init_state(config, task, make_optimizer(config.optim, config.train.steps), init_key)
-    state = checkpoint.restore_checkpoint(run_dir / rundir.CHECKPOINTS, template)
-    eval_step = make_eval_step(model_spec(config, task), task)
-    key = jax.random.fold_in(eval_key, _AFTER_TRAINING)
-    loss, metric = evaluate(eval_step, task, state.params, key, num_batches, config.train.batch_size)
+        eval_step = make_eval_step(model_spec(config, task), task)
+        key = jax.random.fold_in(run_keys(config.seed)[2], _AFTER_TRAINING)
+        loss, metric = evaluate(eval_step, task, state.params, key, num_batches, config.train.batch_size)
     return {
         "step": int(state.step),
         "loss": loss,
@@ -53,3 +71,17 @@ def _evaluate(config, task, run_dir: pathlib.Path, num_batches: int) -> dict:
         "baseline": task.baseline,
         "solved": bool(task.solved(loss, metric)),
     }
+
+
+def sample_run(run_dir, prompt: str, length: int, *, temperature: float = 1.0, seed: int = 0) -> str:
+    """``length`` characters sampled from a ``charlm`` run's latest checkpoint after ``prompt``."""
+    from lstm_jax.generate import sample
+    from lstm_jax.tasks.real import charlm_vocabulary
+
+    config, task, state = load_run(run_dir)
+    if config.task.name != "charlm":
+        raise ValueError(f"sample: expected a run of the 'charlm' task, got {config.task.name!r}")
+    vocabulary = charlm_vocabulary(dict(config.task.params).get("text", "zen"))
+    with precision(config):
+        spec = model_spec(config, task)
+        return sample(spec, state.params, vocabulary, jax.random.key(seed), prompt, length, temperature)

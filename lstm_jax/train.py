@@ -240,9 +240,7 @@ def global_batch(batch: Batch, sharding) -> Batch:
         return batch
     rows = batch.inputs.shape[0] // jax.process_count()
     mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x[mine]), x.shape), batch
-    )
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x[mine]), x.shape), batch)
 
 
 def _progress(enabled: bool, total: int, start: int):

@@ -230,3 +230,43 @@ def test_four_devices_give_the_same_losses_as_one(tmp_path):
     assert len(json.loads((tmp_path / "four" / "summary.json").read_text())["devices"]) == 4
     losses = [[r["loss"] for r in rundir.read_metrics(tmp_path / d)] for d in ("one", "four")]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+
+
+def test_real_data_tasks_are_evaluated_on_their_test_split(tmp_path):
+    pytest.importorskip("sklearn")
+    config = config_from_dict(
+        {
+            "task": {"name": "digits"},
+            "model": {"hidden_size": 16},
+            "train": {"steps": 20, "batch_size": 16, "eval_every": 10, "checkpoint_every": 10},
+        }
+    )
+    summary = fit(config, tmp_path)
+    test_task = make_task("digits", split="test")
+    assert summary["baseline"]["loss"] == test_task.baseline
+    assert summary["solved_rule"] == test_task.solved_rule
+
+
+def test_cli_sample_from_a_character_model(tmp_path, capsys):
+    from lstm_jax import cli
+    from lstm_jax.config import save_config
+    from lstm_jax.tasks.real import charlm_vocabulary
+
+    cfg = tmp_path / "c.yaml"
+    save_config(
+        config_from_dict(
+            {
+                "task": {"name": "charlm", "params": {"T": 16}},
+                "model": {"hidden_size": 16},
+                "train": {"steps": 10, "batch_size": 8, "eval_every": 10, "checkpoint_every": 10},
+            }
+        ),
+        cfg,
+    )
+    assert cli.main(["train", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert cli.main(["sample", str(tmp_path / "run"), "--prompt", "Beautiful", "--length", "40", "--seed", "3"]) == 0
+    text = capsys.readouterr().out[:-1]  # print's own newline
+    assert text.startswith("Beautiful") and len(text) == len("Beautiful") + 40
+    assert set(text) <= set(charlm_vocabulary("zen"))
+    assert cli.main(["sample", str(tmp_path / "run"), "--temperature", "0"]) == 2
