@@ -1,9 +1,10 @@
 """Atomic checkpoints of any pytree of arrays (a ``TrainState``), with ``flax.serialization``.
 
-A checkpoint is one msgpack file, ``ckpt_<step>.msgpack``. It is written to a temporary file in
-the same directory, flushed and fsynced, then renamed into place with ``os.replace``, which is
-atomic on POSIX: a process killed at any moment leaves either the previous checkpoint or the new
-one, never a torn file, so the latest complete checkpoint is always restorable.
+A checkpoint is one msgpack file, ``ckpt_<step>.msgpack``, written with
+:func:`lstm_jax.rundir.write_atomic` (temporary file, fsync, ``os.replace``): a process killed at
+any moment leaves either the previous checkpoint or the new one, never a torn file, so the latest
+complete checkpoint is always restorable. Restoring checks every leaf's shape and dtype against the
+template, so a checkpoint never silently loads into a model of another size.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import tempfile
 
+import jax
 from flax import serialization
+
+from lstm_jax.rundir import write_atomic
 
 _NAME = re.compile(r"^ckpt_(\d+)\.msgpack$")
 
@@ -26,22 +29,11 @@ def save_checkpoint(directory: str | os.PathLike, step: int, tree, *, keep: int 
     """Write ``tree`` as the checkpoint of ``step`` atomically; keep the newest ``keep`` checkpoints."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    data = serialization.to_bytes(tree)
-    final = checkpoint_path(directory, step)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_ckpt_")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync_directory(directory)
+    path = checkpoint_path(directory, step)
+    write_atomic(path, serialization.to_bytes(tree))
     for old in checkpoint_steps(directory)[:-keep]:
         checkpoint_path(directory, old).unlink(missing_ok=True)
-    return final
+    return path
 
 
 def checkpoint_steps(directory: str | os.PathLike) -> list[int]:
@@ -58,20 +50,26 @@ def latest_step(directory: str | os.PathLike) -> int | None:
 
 
 def restore_checkpoint(directory: str | os.PathLike, template, step: int | None = None):
-    """The checkpoint of ``step`` (default: the latest), restored into the structure of ``template``."""
+    """The checkpoint of ``step`` (default: the latest), restored into the structure of ``template``.
+
+    Raises:
+      ValueError: no checkpoint, an unreadable file, or a leaf whose shape or dtype differs from
+        the template's (e.g. a config edited after training).
+    """
     step = latest_step(directory) if step is None else step
     if step is None:
         raise ValueError(f"checkpoint: expected a ckpt_<step>.msgpack in {directory}, got none")
-    return serialization.from_bytes(template, checkpoint_path(directory, step).read_bytes())
-
-
-def _fsync_directory(directory: pathlib.Path) -> None:
-    """Make the rename itself durable (POSIX; a no-op where directories can't be opened)."""
+    path = checkpoint_path(directory, step)
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        restored = serialization.from_bytes(template, path.read_bytes())
+    except Exception as error:  # msgpack and flax raise many types for a corrupt file
+        raise ValueError(
+            f"checkpoint: expected a flax msgpack checkpoint in {path}, got unreadable data ({error})"
+        ) from None
+    for (where, want), got in zip(jax.tree_util.tree_leaves_with_path(template), jax.tree.leaves(restored)):
+        if (jax.numpy.shape(got), jax.numpy.result_type(got)) != (jax.numpy.shape(want), jax.numpy.result_type(want)):
+            raise ValueError(
+                f"checkpoint: expected {jax.tree_util.keystr(where)} of shape {jax.numpy.shape(want)} and dtype "
+                f"{jax.numpy.result_type(want)} (from the config), got {jax.numpy.shape(got)} {jax.numpy.result_type(got)} in {path}"
+            )
+    return restored

@@ -30,14 +30,10 @@ def _gradcheck(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from lstm_jax import config as cfg
-    from lstm_jax import rundir, train
+    from lstm_jax import train
 
     config = cfg.load_config(args.config, args.set)
     run_dir = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / config.name
-    if args.resume and (run_dir / rundir.CONFIG).exists():
-        saved = cfg.load_config(run_dir / rundir.CONFIG)
-        if saved != config:
-            raise ValueError(f"--resume: expected the config saved in {run_dir / rundir.CONFIG}, got a different one")
     summary = train.fit(config, run_dir, resume=args.resume, progress=not args.no_progress)
     final = summary["final"] or {}
     metric = summary["metric_name"]
@@ -101,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import jax
+
     from lstm_jax.train import NonFiniteError
 
     try:
@@ -108,8 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as error:
         print(f"lstm-jax: {error}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, ImportError) as error:
         print(f"lstm-jax: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except jax.errors.JaxRuntimeError as error:  # e.g. RESOURCE_EXHAUSTED: sizes too large for the device
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        print(f"lstm-jax: error: out of device memory: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
 
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -34,6 +34,7 @@ import yaml
 
 from lstm_jax.cells import ACTIVATIONS
 from lstm_jax.init import INITIALIZERS
+from lstm_jax.rundir import write_atomic
 
 CELLS = ("lstm", "rnn")
 DTYPES = ("float32", "bfloat16", "float64")
@@ -72,9 +73,9 @@ class FrozenMapping(Mapping):
         return f"FrozenMapping({self._items!r})"
 
 
-def _field(default=dataclasses.MISSING, *, choices=(), ge=None, gt=None):
+def _field(default=dataclasses.MISSING, *, choices=(), ge=None, gt=None, le=None):
     """A dataclass field with its allowed ``choices`` and bounds (``value >= ge``, ``value > gt``)."""
-    return field(default=default, metadata={"choices": tuple(choices), "ge": ge, "gt": gt})
+    return field(default=default, metadata={"choices": tuple(choices), "ge": ge, "gt": gt, "le": le})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,7 +154,7 @@ class Config:
 
     _PATH: ClassVar[str] = ""
     name: str = "run"
-    seed: int = 0
+    seed: int = _field(0, ge=0, le=2**32 - 1)  # jax.random.key takes a uint32
     task: TaskConfig = _field()
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -190,17 +191,21 @@ def _check_scalar(path: str, value, tp):
     for t in allowed:
         if t is type(None) and value is None:
             return None
+        if t is float and isinstance(value, float) and not math.isfinite(value):
+            continue  # rejected below with its own message
         if t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)):
             return value
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(value, float) and not math.isfinite(value) and float in allowed:
+        raise ConfigError(f"config: {path}: expected a finite float, got {value!r}")
     expected = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
     raise ConfigError(f"config: {path}: expected {expected}, got {_got(value)}")
 
 
 def _check_field(path: str, value, f: dataclasses.Field) -> None:
     """Check ``value`` against the ``choices`` and bounds in the metadata of field ``f``."""
-    choices, ge, gt = f.metadata.get("choices"), f.metadata.get("ge"), f.metadata.get("gt")
+    choices, ge, gt, le = (f.metadata.get(k) for k in ("choices", "ge", "gt", "le"))
     if choices and value not in choices:
         hint = _did_you_mean(value, choices)
         raise ConfigError(f"config: {path}: expected one of {list(choices)}, got {value!r}{hint}")
@@ -210,6 +215,8 @@ def _check_field(path: str, value, f: dataclasses.Field) -> None:
         raise ConfigError(f"config: {path}: must be >= {ge}, got {value!r}")
     if gt is not None and not value > gt:
         raise ConfigError(f"config: {path}: must be > {gt}, got {value!r}")
+    if le is not None and not value <= le:
+        raise ConfigError(f"config: {path}: must be <= {le}, got {value!r}")
 
 
 def _validate(obj) -> None:
@@ -440,7 +447,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 
 def save_config(config: Config, path: str | os.PathLike, *, header: str | None = None) -> None:
-    """Write ``config`` to ``path`` as YAML, atomically (a temporary file, then ``os.replace``).
+    """Write ``config`` to ``path`` as YAML, atomically (:func:`lstm_jax.rundir.write_atomic`).
 
     Args:
       config: the resolved config; :func:`load_config` of the file gives an equal object.
@@ -450,14 +457,4 @@ def save_config(config: Config, path: str | os.PathLike, *, header: str | None =
     text = yaml.dump(config_to_dict(config), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     if header:
         text = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) + text
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".yaml.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp made it private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, text)

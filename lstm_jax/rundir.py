@@ -23,19 +23,46 @@ CHECKPOINTS = "checkpoints"
 CURVE = "learning_curve.png"
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half a file)."""
+TEMPORARY_PREFIX = ".tmp_"
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same directory, flushed and
+    fsynced, then ``os.replace`` (atomic on POSIX) and an fsync of the directory. A process killed
+    at any moment leaves the old file or the new one, never half of one; at worst a temporary
+    file, which :func:`remove_temporaries` deletes."""
     path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp_{path.name}_")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMPORARY_PREFIX}{path.name}_")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _fsync_directory(path.parent)
+
+
+def remove_temporaries(*directories: str | os.PathLike) -> None:
+    """Delete the temporary files a killed :func:`write_atomic` may have left in ``directories``."""
+    for directory in map(pathlib.Path, directories):
+        if directory.is_dir():
+            for leftover in directory.glob(f"{TEMPORARY_PREFIX}*"):
+                leftover.unlink(missing_ok=True)
+
+
+def _fsync_directory(directory: pathlib.Path) -> None:
+    """Make a rename durable (POSIX; a no-op where directories can't be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def append_metrics(run_dir: str | os.PathLike, record: dict) -> None:

@@ -156,8 +156,9 @@ def make_train_step(
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """The jit-compiled ``train_step(state, batch) -> (state, metrics)``.
 
-    ``metrics`` holds ``loss``, ``grad_norm`` (before clipping) and ``finite``; when ``finite`` is
-    false the returned state is the input state, untouched.
+    ``metrics`` holds ``loss``, ``grad_norm`` (before clipping) and ``finite`` (loss, gradient and
+    updated parameters all finite); when ``finite`` is false the returned state is the input
+    state, untouched.
     """
     value_and_grads = loss_and_grads(spec, task, gradients)
 
@@ -165,9 +166,9 @@ def make_train_step(
     def train_step(state: TrainState, batch: Batch):
         loss, grads = value_and_grads(state.params, batch)
         grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(new.params))
         new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
         return new, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
@@ -230,20 +231,7 @@ def data_parallel(batch_size: int):
     return jax.sharding.NamedSharding(mesh, P("data")), jax.sharding.NamedSharding(mesh, P())
 
 
-def global_batch(batch: Batch, sharding) -> Batch:
-    """The batch as one global array sharded by ``sharding``, each process giving its own rows.
-
-    Every process draws the same full batch from the same key; process ``i`` contributes rows
-    ``[i·B/P, (i+1)·B/P)``. With one process this is the whole batch, placed on its devices.
-    """
-    if sharding is None:
-        return batch
-    rows = batch.inputs.shape[0] // jax.process_count()
-    mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x[mine]), x.shape), batch)
-
-
-def _progress(enabled: bool, total: int, start: int):
+def _progress(enabled: bool):
     """A rich progress bar with loss and steps/s (or a no-op)."""
     if not enabled:
         return contextlib.nullcontext(None)
@@ -290,9 +278,14 @@ def tasks_for(config) -> tuple[Task, Task]:
     with fresh batches from a key training never uses.
     """
     params = dict(config.task.params)
+    if "split" in params:
+        raise ValueError(
+            f"task.params.split: expected no value (the trainer trains on 'train' and evaluates on 'test'), "
+            f"got {params['split']!r}"
+        )
     task = make_task(config.task.name, **params)
-    if "split" in task_parameters(config.task.name) and params.get("split", "train") == "train":
-        return task, make_task(config.task.name, **{**params, "split": "test"})
+    if "split" in task_parameters(config.task.name):
+        return task, make_task(config.task.name, **params, split="test")
     return task, task
 
 
@@ -302,47 +295,46 @@ def precision(config):
 
 
 def _fit(config, task: Task, eval_task: Task, run_dir: pathlib.Path, resume: bool, progress: bool) -> dict:
-    from lstm_jax.config import save_config
     from lstm_jax.plots import plot_learning_curve
 
     tc = config.train
     ckpt_dir = run_dir / rundir.CHECKPOINTS
-    if not resume and checkpoint.latest_step(ckpt_dir) is not None:
-        raise ValueError(f"run directory: expected a new directory (or --resume), got {run_dir} with checkpoints")
+    _check_run_directory(config, run_dir, resume)
+    batch_sharding, replicated = data_parallel(tc.batch_size)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.remove_temporaries(run_dir, ckpt_dir)  # left by a kill between a write and its rename
     optimizer = make_optimizer(config.optim, tc.steps)
     init_key, train_key, eval_key = run_keys(config.seed)
     spec = model_spec(config, task)
-    state = init_state(config, task, optimizer, init_key)
-    start = 0
-    if resume and checkpoint.latest_step(ckpt_dir) is not None:
+    state, last = init_state(config, task, optimizer, init_key), None
+    if resume:
         state = checkpoint.restore_checkpoint(ckpt_dir, state)
-        start = int(state.step)
-        rundir.truncate_metrics(run_dir, start)
-    elif (run_dir / rundir.METRICS).exists():
-        (run_dir / rundir.METRICS).unlink()
-    save_config(config, run_dir / rundir.CONFIG)
-
-    batch_sharding, replicated = data_parallel(tc.batch_size)
+        rundir.truncate_metrics(run_dir, int(state.step))
+        last = next((r for r in rundir.read_metrics(run_dir) if r["step"] == int(state.step)), None)
+    else:
+        (run_dir / rundir.METRICS).unlink(missing_ok=True)
+        _save_config(config, run_dir)
+    start = done = int(state.step)
     if replicated is not None:
         state = jax.device_put(state, replicated)
     train_step = make_train_step(spec, task, optimizer, tc.gradients)
     eval_step = make_eval_step(spec, eval_task)
-    make_batch = jax.jit(task.make_batch, static_argnums=1)
+    make_batch = jax.jit(task.make_batch, static_argnums=1, out_shardings=batch_sharding)
 
     t0 = time.perf_counter()
-    status, done, last = "completed", start, None
-    with _progress(progress, tc.steps, start) as bar:
+    # A resumed run that had already stopped as solved stays stopped, as the uninterrupted one did.
+    status = "solved" if last is not None and last["solved"] and tc.stop_when_solved else "completed"
+    with _progress(progress and status != "solved") as bar:
         bar_task = bar.add_task("train", total=tc.steps, completed=start, loss=float("nan"), rate=0.0) if bar else None
-        for step in range(start, tc.steps):
-            batch = global_batch(make_batch(jax.random.fold_in(train_key, step), tc.batch_size), batch_sharding)
-            state, m = train_step(state, batch)
-            if not bool(m["finite"]):
-                kept = checkpoint.latest_step(ckpt_dir)
+        for step in range(start, tc.steps if status != "solved" else start):
+            state, m = train_step(state, make_batch(jax.random.fold_in(train_key, step), tc.batch_size))
+            if not bool(m["finite"]):  # the step left `state` as it was: keep it as the last good one
+                if checkpoint.latest_step(ckpt_dir) != step:
+                    checkpoint.save_checkpoint(ckpt_dir, step, state)
                 _write_summary(run_dir, config, eval_task, last, step, t0, start, "non_finite")
                 raise NonFiniteError(
-                    f"non-finite loss or gradient at step {step + 1}: run stopped; "
-                    f"the last good checkpoint is {'step ' + str(kept) if kept is not None else 'none'}"
+                    f"non-finite loss, gradient or parameters at step {step + 1}: run stopped; "
+                    f"the last good checkpoint is step {step} in {ckpt_dir}"
                 )
             done = step + 1
             if bar is not None and (done % tc.log_every == 0 or done == tc.steps):
@@ -360,13 +352,28 @@ def _fit(config, task: Task, eval_task: Task, run_dir: pathlib.Path, resume: boo
     summary = _write_summary(run_dir, config, eval_task, last, done, t0, start, status)
     records = rundir.read_metrics(run_dir)
     if records:
-        plot_learning_curve(
-            records,
-            run_dir / rundir.CURVE,
-            title=f"{config.name}: {task.name}, {config.model.cell}",
-            baseline=task.baseline,
-        )
+        title = f"{config.name}: {task.name}, {config.model.cell}"
+        plot_learning_curve(records, run_dir / rundir.CURVE, title=title, baseline=eval_task.baseline)
     return summary
+
+
+def _check_run_directory(config, run_dir: pathlib.Path, resume: bool) -> None:
+    """A new run needs a directory without checkpoints; a resumed one needs a checkpoint and the same config."""
+    from lstm_jax.config import load_config
+
+    has_checkpoint = checkpoint.latest_step(run_dir / rundir.CHECKPOINTS) is not None
+    if not resume and has_checkpoint:
+        raise ValueError(f"run directory: expected a new directory (or --resume), got {run_dir} with checkpoints")
+    if resume and not has_checkpoint:
+        raise ValueError(f"--resume: expected a checkpoint in {run_dir / rundir.CHECKPOINTS}, got none")
+    if resume and load_config(run_dir / rundir.CONFIG) != config:
+        raise ValueError(f"--resume: expected the config saved in {run_dir / rundir.CONFIG}, got a different one")
+
+
+def _save_config(config, run_dir: pathlib.Path) -> None:
+    from lstm_jax.config import save_config
+
+    save_config(config, run_dir / rundir.CONFIG)
 
 
 def _evaluate_and_log(eval_step, task, state, eval_key, tc, step, train_loss, t0, run_dir) -> dict:

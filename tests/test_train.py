@@ -116,20 +116,63 @@ def test_a_second_run_into_the_same_directory_needs_resume(tmp_path):
         fit(config, tmp_path)
 
 
-def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("checkpoint_every", [1, 1000])
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, checkpoint_every):
+    """Also when it happens before the first scheduled checkpoint: the last good state is saved then."""
     config = small_config(
         model={"cell": "rnn", "activation": "relu", "recurrent_init": "scaled_normal", "recurrent_scale": 3.0},
         optim={"name": "sgd", "learning_rate": 1e6, "clip_norm": None, "momentum": 0.0},
-        train={"steps": 50, "checkpoint_every": 1},
+        train={"steps": 50, "checkpoint_every": checkpoint_every},
     )
-    with pytest.raises(NonFiniteError, match=r"non-finite loss or gradient at step (\d+): run stopped"):
+    with pytest.raises(NonFiniteError, match=r"non-finite loss, gradient or parameters at step (\d+): run stopped"):
         fit(config, tmp_path)
     summary = rundir.read_summary(tmp_path)
     assert summary["status"] == "non_finite"
     kept = checkpoint.latest_step(tmp_path / rundir.CHECKPOINTS)
     assert kept is not None and kept == summary["steps"]
     state = final_params(tmp_path)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state.params))
+    assert int(state.step) == kept
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state))
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path):
+    config = small_config()
+    first = fit(config, tmp_path)
+    records = rundir.read_metrics(tmp_path)
+    again = fit(config, tmp_path, resume=True)
+    assert again["final"] == first["final"] and again["steps"] == first["steps"] == 40
+    assert rundir.read_metrics(tmp_path) == records
+
+
+def test_a_run_stopped_as_solved_stays_stopped_on_resume(tmp_path):
+    config = small_config(task={"params": {"T": 5}}, train={"steps": 2000, "eval_every": 10, "checkpoint_every": 10})
+    first = fit(config, tmp_path)
+    assert first["status"] == "solved" and first["steps"] < 2000
+    again = fit(config, tmp_path, resume=True)
+    assert again["status"] == "solved" and again["steps"] == first["steps"] and again["final"] == first["final"]
+
+
+def test_resume_rejects_another_config_and_mismatched_checkpoints(tmp_path):
+    config = small_config(train={"steps": 10})
+    fit(config, tmp_path)
+    with pytest.raises(ValueError, match="--resume: expected the config saved in"):
+        fit(small_config(model={"hidden_size": 8}, train={"steps": 10}), tmp_path, resume=True)
+    with pytest.raises(ValueError, match="--resume: expected a checkpoint in"):
+        fit(config, tmp_path / "empty", resume=True)
+    task = make_task("adding", T=10)
+    other = small_config(model={"hidden_size": 8})
+    template = init_state(other, task, make_optimizer(other.optim, 10), run_keys(0)[0])
+    with pytest.raises(ValueError, match=r"checkpoint: expected .*w_ih of shape \(32, 2\) .* got \(64, 2\)"):
+        checkpoint.restore_checkpoint(tmp_path / rundir.CHECKPOINTS, template)
+
+
+def test_temporary_files_of_a_killed_write_are_removed_on_resume(tmp_path):
+    config = small_config(train={"steps": 10})
+    fit(config, tmp_path)
+    leftover = tmp_path / rundir.CHECKPOINTS / ".tmp_ckpt_000000020.msgpack_abc"
+    leftover.write_bytes(b"half a checkpoint")
+    fit(config, tmp_path, resume=True)
+    assert not leftover.exists()
 
 
 @pytest.mark.parametrize("cell", ["lstm", "rnn"])
@@ -230,21 +273,30 @@ def test_four_devices_give_the_same_losses_as_one(tmp_path):
     assert len(json.loads((tmp_path / "four" / "summary.json").read_text())["devices"]) == 4
     losses = [[r["loss"] for r in rundir.read_metrics(tmp_path / d)] for d in ("one", "four")]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    probe = (
+        "from lstm_jax.train import data_parallel; import jax; b, r = data_parallel(16); "
+        "x = jax.jit(lambda: jax.numpy.zeros((16, 3)), out_shardings=b)(); "
+        "print(len(x.addressable_shards), x.addressable_shards[0].data.shape, r.is_fully_replicated)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.stdout.split() == ["4", "(4,", "3)", "True"], result.stderr
 
 
 def test_real_data_tasks_are_evaluated_on_their_test_split(tmp_path):
-    pytest.importorskip("sklearn")
+    pytest.importorskip("statsmodels")
     config = config_from_dict(
         {
-            "task": {"name": "digits"},
-            "model": {"hidden_size": 16},
-            "train": {"steps": 20, "batch_size": 16, "eval_every": 10, "checkpoint_every": 10},
+            "task": {"name": "sunspots", "params": {"T": 16}},
+            "model": {"hidden_size": 8},
+            "train": {"steps": 10, "batch_size": 8, "eval_every": 10, "checkpoint_every": 10},
         }
     )
     summary = fit(config, tmp_path)
-    test_task = make_task("digits", split="test")
+    train_task, test_task = make_task("sunspots", T=16), make_task("sunspots", T=16, split="test")
+    assert train_task.baseline != test_task.baseline  # persistence differs between 1700-1946 and 1947-2008
     assert summary["baseline"]["loss"] == test_task.baseline
-    assert summary["solved_rule"] == test_task.solved_rule
+    with pytest.raises(ValueError, match="task.params.split: expected no value"):
+        fit(config_from_dict({"task": {"name": "sunspots", "params": {"split": "test"}}}), tmp_path / "x")
 
 
 def test_cli_sample_from_a_character_model(tmp_path, capsys):
