@@ -32,7 +32,17 @@ EXPERIMENTS = {
             "adding_rnn": "Arjovsky et al. 2016 Fig. 2: tanh RNN stays at the 0.167 baseline",
         },
     },
+    "clipping": {
+        "configs": ["configs/clipping_rnn.yaml"],
+        "grid": {"optim.clip_norm": ["null", 10, 1], "seed": [0, 1, 2, 3, 4]},
+        "published": {
+            "clipping_rnn": "Pascanu et al. 2013: without clipping, exploding gradients derail SGD; clipping prevents it",
+        },
+    },
 }
+
+#: A run "diverged" when it stopped on a NaN/inf, or its final eval loss is over this many baselines.
+DIVERGED_FACTOR = 10
 
 
 def runs(experiment: str):
@@ -49,17 +59,21 @@ def runs(experiment: str):
 def run_grid(experiment: str) -> list[dict]:
     from lstm_jax import rundir
     from lstm_jax.config import load_config
-    from lstm_jax.train import fit
+    from lstm_jax.train import NonFiniteError, fit
 
     rows = []
     for config_path, overrides, name in runs(experiment):
         run_dir = ROOT / "runs" / "sweeps" / experiment / name
         summary_path = run_dir / rundir.SUMMARY
-        if summary_path.exists() and rundir.read_summary(run_dir)["status"] in ("completed", "solved"):
+        if summary_path.exists() and rundir.read_summary(run_dir)["status"] in ("completed", "solved", "non_finite"):
             summary = rundir.read_summary(run_dir)
         else:
             config = load_config(ROOT / config_path, overrides)
-            summary = fit(config, run_dir, resume=(run_dir / rundir.CHECKPOINTS).exists())
+            try:
+                summary = fit(config, run_dir, resume=(run_dir / rundir.CHECKPOINTS).exists())
+            except NonFiniteError as error:  # a diverged run is a result, recorded in its summary
+                print(f"{name}: {error}", flush=True)
+                summary = rundir.read_summary(run_dir)
         row = {"run": name, "config": pathlib.Path(config_path).stem, "overrides": overrides, **summary}
         rows.append(row)
         final = summary["final"] or {}
@@ -74,9 +88,17 @@ def write_results(experiment: str, rows: list[dict]) -> None:
 
 
 def table(experiment: str) -> str:
-    """Markdown: per config and T, final eval loss over seeds, solved count, steps, wall time."""
+    """The experiment's Markdown table, from its committed results."""
     rows = json.loads((RESULTS / f"{experiment}.json").read_text())
-    spec = EXPERIMENTS[experiment]
+    return TABLES[experiment](rows, EXPERIMENTS[experiment]["published"])
+
+
+def _final_loss(row: dict) -> float:
+    return row["final"]["loss"] if row["final"] else float("nan")
+
+
+def _adding_table(rows: list[dict], published: dict) -> str:
+    """Per config and T: final eval loss over seeds, solved count, steps, wall time."""
     out = [
         "| model | T | final eval loss, per seed | mean | solved | steps (median) | wall s (total) | baseline | published |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -85,14 +107,39 @@ def table(experiment: str) -> str:
     for row in rows:
         groups.setdefault((row["config"], row["task"]["params"]["T"]), []).append(row)
     for (config, T), group in sorted(groups.items()):
-        losses = [r["final"]["loss"] for r in group]
+        losses = [_final_loss(r) for r in group]
         out.append(
             f"| {config} | {T} | {', '.join(f'{x:.4f}' for x in losses)} | {statistics.mean(losses):.4f} "
             f"| {sum(bool(r['solved']) for r in group)}/{len(group)} | {statistics.median(r['steps'] for r in group):.0f} "
             f"| {sum(r['wall_seconds'] for r in group):.0f} | {group[0]['baseline']['loss']:.4f} "
-            f"| {spec['published'].get(config, '')} |"
+            f"| {published.get(config, '')} |"
         )
     return "\n".join(out)
+
+
+def _clipping_table(rows: list[dict], published: dict) -> str:
+    """Per clip_norm: diverged runs (NaN/inf, or final loss over DIVERGED_FACTOR baselines), losses."""
+    out = [
+        f"| clip_norm | diverged (non-finite or loss > {DIVERGED_FACTOR}x baseline) | stopped on NaN/inf at step "
+        "| final eval loss of the others, per seed | baseline | published |",
+        "|---|---|---|---|---|---|",
+    ]
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["overrides"][0].split("=", 1)[1], []).append(row)
+    for clip, group in groups.items():
+        baseline = group[0]["baseline"]["loss"]
+        nan_steps = [r["steps"] + 1 for r in group if r["status"] == "non_finite"]
+        finite = [_final_loss(r) for r in group if r["status"] != "non_finite"]
+        diverged = len(nan_steps) + sum(x > DIVERGED_FACTOR * baseline for x in finite)
+        out.append(
+            f"| {'none' if clip == 'null' else clip} | {diverged}/{len(group)} | {', '.join(map(str, nan_steps)) or '-'} "
+            f"| {', '.join(f'{x:.3f}' for x in finite) or '-'} | {baseline:.4f} | {published.get(group[0]['config'], '')} |"
+        )
+    return "\n".join(out)
+
+
+TABLES = {"adding": _adding_table, "clipping": _clipping_table}
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,10 @@ def test_adding_table_is_generated():
     assert table in (ROOT / "README.md").read_text()
 
 
+def test_clipping_table_is_generated():
+    assert _script("sweep").table("clipping") in README
+
+
 def test_manual_vs_autodiff_table_is_generated():
     module = _script("manual_vs_autodiff")
     result = json.loads((module.RESULTS / "manual_vs_autodiff.json").read_text())
