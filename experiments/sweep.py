@@ -39,6 +39,22 @@ EXPERIMENTS = {
             "clipping_rnn": "Pascanu et al. 2013: without clipping, exploding gradients derail SGD; clipping prevents it",
         },
     },
+    "copy": {
+        "configs": ["configs/copy_lstm.yaml", "configs/copy_rnn.yaml"],
+        "grid": {"task.params.T": [10, 20], "seed": [0, 1, 2]},
+        "published": {
+            "copy_lstm": "Arjovsky et al. 2016 Fig. 1: LSTM beats the baseline only partly (T = 100+)",
+            "copy_rnn": "Arjovsky et al. 2016 Fig. 1: RNN stays at the memoryless baseline",
+        },
+    },
+    "temporal_order": {
+        "configs": ["configs/temporal_order_lstm.yaml", "configs/temporal_order_rnn.yaml"],
+        "grid": {"task.params.T": [20, 50, 100], "seed": [0, 1, 2]},
+        "published": {
+            "temporal_order_lstm": "Hochreiter & Schmidhuber 1997: LSTM solves 6a (T ~ 100)",
+            "temporal_order_rnn": "Pascanu et al. 2013 Fig. 7: plain RNN success rate falls with T",
+        },
+    },
 }
 
 #: A run "diverged" when it stopped on a NaN/inf, or its final eval loss is over this many baselines.
@@ -139,7 +155,29 @@ def _clipping_table(rows: list[dict], published: dict) -> str:
     return "\n".join(out)
 
 
-TABLES = {"adding": _adding_table, "clipping": _clipping_table}
+def _metric_table(rows: list[dict], published: dict) -> str:
+    """Per config and T: eval loss and the task's metric per seed, solved count (success rate)."""
+    metric = rows[0]["metric_name"]
+    out = [
+        f"| model | T | final eval loss, per seed | {metric}, per seed | solved | steps (median) "
+        "| wall s (total) | baseline loss | published |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["config"], row["task"]["params"]["T"]), []).append(row)
+    for (config, T), group in sorted(groups.items()):
+        metrics = ", ".join(f"{r['final'][metric]:.3f}" for r in group)
+        out.append(
+            f"| {config} | {T} | {', '.join(f'{_final_loss(r):.4f}' for r in group)} | {metrics} "
+            f"| {sum(bool(r['solved']) for r in group)}/{len(group)} | {statistics.median(r['steps'] for r in group):.0f} "
+            f"| {sum(r['wall_seconds'] for r in group):.0f} | {group[0]['baseline']['loss']:.4f} "
+            f"| {published.get(config, '')} |"
+        )
+    return "\n".join(out)
+
+
+TABLES = {"adding": _adding_table, "clipping": _clipping_table, "copy": _metric_table, "temporal_order": _metric_table}
 
 
 def main(argv=None) -> int:

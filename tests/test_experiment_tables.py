@@ -4,6 +4,8 @@ import importlib.util
 import json
 import pathlib
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "experiments" / "README.md").read_text()
 
@@ -21,8 +23,9 @@ def test_adding_table_is_generated():
     assert table in (ROOT / "README.md").read_text()
 
 
-def test_clipping_table_is_generated():
-    assert _script("sweep").table("clipping") in README
+@pytest.mark.parametrize("experiment", ["clipping", "copy", "temporal_order"])
+def test_sweep_tables_are_generated(experiment):
+    assert _script("sweep").table(experiment) in README
 
 
 def test_manual_vs_autodiff_table_is_generated():
