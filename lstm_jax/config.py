@@ -34,9 +34,9 @@ import yaml
 
 from lstm_jax.cells import ACTIVATIONS
 from lstm_jax.init import INITIALIZERS
+from lstm_jax.models import CELLS, INPUT_LAYERS
 from lstm_jax.rundir import write_atomic
 
-CELLS = ("lstm", "rnn")
 DTYPES = ("float32", "bfloat16", "float64")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
@@ -106,6 +106,8 @@ class ModelConfig:
     input_init: str = _field("fan_in", choices=INITIALIZERS)
     unroll: int = _field(1, ge=1)
     dtype: str = _field("float32", choices=DTYPES)
+    input_layer: str = _field("none", choices=INPUT_LAYERS)  # before the first recurrent layer
+    input_features: int = _field(32, ge=1)  # its output size (dense or embedding only)
 
     def __post_init__(self):
         _validate(self)

@@ -1,8 +1,13 @@
-r"""Sequence models: stacked RNN or LSTM layers from :mod:`lstm_jax.unroll`, then the article's head.
+r"""Sequence models: an optional input layer, stacked RNN or LSTM layers from
+:mod:`lstm_jax.unroll`, then the article's head.
 
 .. math::
-   h^{(0)}_t = x_t, \qquad h^{(l)}_t = \mathrm{cell}_l(h^{(l)}_{t-1}, h^{(l-1)}_t), \qquad
+   h^{(0)}_t = E x_t \;(+\, e), \qquad h^{(l)}_t = \mathrm{cell}_l(h^{(l)}_{t-1}, h^{(l-1)}_t), \qquad
    o_t = V h^{(L)}_t + c
+
+The input layer is ``"dense"`` (affine, :math:`E x_t + e`), ``"embedding"`` (linear, no bias: on
+one-hot symbols :math:`E x_t` is column :math:`k` of :math:`E`, a lookup table as in ``nn.Embed``)
+or ``"none"`` (:math:`h^{(0)}_t = x_t`; the first layer's ``w_ih`` then plays that role).
 
 Many-to-many models return logits for every step, ``(B, T, N)``; many-to-one models apply the
 head to the final carry of the last layer (each sequence's last valid step; for a bidirectional
@@ -26,11 +31,15 @@ Array = jax.Array
 CELLS = ("lstm", "rnn")
 
 
+INPUT_LAYERS = ("none", "dense", "embedding")
+
+
 class ModelParams(NamedTuple):
     """All trainable arrays of a model."""
 
     layers: tuple  # one entry per layer: RNNParams/LSTMParams, or Bidirectional of two
     head: DenseParams  # V (N, D or 2D), c (N,)
+    input: DenseParams | None = None  # E (F, M), e (F,) or None; None: no input layer
 
 
 class ModelSpec(NamedTuple):
@@ -58,13 +67,25 @@ def init_model(
     *,
     num_layers: int = 1,
     bidirectional: bool = False,
+    input_layer: str = "none",
+    input_features: int = 32,
     dtype=jnp.float32,
     **cell_init: Any,
 ) -> ModelParams:
     """Parameters for :func:`apply_model`; ``cell_init`` goes to ``init_lstm``/``init_rnn``
-    (``forget_bias``, ``recurrent_init``, ``recurrent_scale``, ``input_init``)."""
+    (``forget_bias``, ``recurrent_init``, ``recurrent_scale``, ``input_init``).
+
+    ``input_layer`` is one of :data:`INPUT_LAYERS`; with ``"dense"`` or ``"embedding"`` the first
+    recurrent layer reads ``input_features`` features instead of ``input_size``.
+    """
     get_cell(spec)
-    k_layers, k_head = jax.random.split(key)
+    if input_layer not in INPUT_LAYERS:
+        raise ValueError(f"input_layer: expected one of {list(INPUT_LAYERS)}, got {input_layer!r}")
+    k_layers, k_head, k_input = jax.random.split(key, 3)
+    embed = None
+    if input_layer != "none":
+        embed = init_dense(k_input, input_size, input_features, use_bias=input_layer == "dense", dtype=dtype)
+        input_size = input_features
     init_fn = init_lstm if spec.cell == "lstm" else init_rnn
     if spec.cell == "rnn":
         cell_init.pop("forget_bias", None)
@@ -72,7 +93,7 @@ def init_model(
         k_layers, init_fn, input_size, hidden_size, num_layers, bidirectional=bidirectional, dtype=dtype, **cell_init
     )
     features = hidden_size * (2 if bidirectional else 1)
-    return ModelParams(layers, init_dense(k_head, features, output_size, dtype=dtype))
+    return ModelParams(layers, init_dense(k_head, features, output_size, dtype=dtype), embed)
 
 
 def _final_h(carry) -> Array:
@@ -91,5 +112,7 @@ def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Ar
       inputs: ``(B, T, M)`` (any leading batch dimensions).
       lengths: optional ``(B,)`` valid steps per sequence (right padding).
     """
+    if params.input is not None:
+        inputs = dense(params.input, inputs)
     finals, hs = unroll_layers(get_cell(spec), params.layers, inputs, lengths=lengths, unroll=spec.unroll)
     return dense(params.head, _final_h(finals[-1]) if spec.many_to_one else hs)

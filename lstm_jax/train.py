@@ -102,6 +102,8 @@ def init_state(config, task: Task, optimizer: optax.GradientTransformation, key:
         task.output_size,
         num_layers=m.num_layers,
         bidirectional=m.bidirectional,
+        input_layer=m.input_layer,
+        input_features=m.input_features,
         dtype=DTYPES[m.dtype],
         forget_bias=m.forget_bias,
         recurrent_init=m.recurrent_init,
@@ -146,7 +148,7 @@ def loss_and_grads(spec: ModelSpec, task: Task, gradients: str) -> Callable:
             loss, g = lstm_bptt(layer, params.head, inputs, targets, **kw)
         else:
             loss, g = rnn_bptt(layer, params.head, inputs, targets, activation=spec.activation, **kw)
-        return loss, ModelParams((g.cell,), g.head)
+        return loss, ModelParams((g.cell,), g.head, None)
 
     return manual
 
@@ -207,10 +209,11 @@ def run_keys(seed: int) -> tuple[Array, Array, Array]:
 def check_trainable(config) -> None:
     """Reject combinations the trainer cannot run, before anything is built."""
     m = config.model
-    if config.train.gradients == "manual" and (m.num_layers != 1 or m.bidirectional):
+    if config.train.gradients == "manual" and (m.num_layers != 1 or m.bidirectional or m.input_layer != "none"):
         raise ValueError(
             "train.gradients: expected 'autodiff' for this model (the manual BPTT covers one unidirectional "
-            f"layer), got 'manual' with num_layers={m.num_layers}, bidirectional={m.bidirectional}"
+            f"layer without input layer), got 'manual' with num_layers={m.num_layers}, "
+            f"bidirectional={m.bidirectional}, input_layer={m.input_layer!r}"
         )
 
 

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from _util import assert_trees_close
 
@@ -56,3 +57,22 @@ def test_forget_bias_reaches_the_lstm_and_is_ignored_by_the_rnn(key):
     assert float(lstm.layers[0].b[D]) == 3.0
     rnn = init_model(key, ModelSpec(cell="rnn"), M, D, N, forget_bias=3.0)
     assert rnn.layers[0].b.shape == (D,)
+
+
+@pytest.mark.parametrize("input_layer", ["dense", "embedding"])
+def test_input_layer_runs_before_the_first_recurrent_layer(input_layer, key):
+    spec = ModelSpec(cell="lstm")
+    params = init_model(key, spec, M, D, N, input_layer=input_layer, input_features=3)
+    assert params.input.w.shape == (3, M) and params.layers[0].w_ih.shape == (4 * D, 3)
+    assert (params.input.b is not None) == (input_layer == "dense")
+    xs = jax.random.normal(key, (B, T, M))
+    _, hs = unroll_layers(get_cell(spec), params.layers, dense(params.input, xs))
+    assert_trees_close(apply_model(spec, params, xs), dense(params.head, hs), **F32)
+    with pytest.raises(ValueError, match=r"input_layer: expected one of \['none', 'dense', 'embedding'\], got 'conv'"):
+        init_model(key, spec, M, D, N, input_layer="conv")
+
+
+def test_embedding_of_one_hot_symbols_is_a_table_lookup(key):
+    params = init_model(key, ModelSpec(), 5, D, N, input_layer="embedding", input_features=3)
+    one_hot = jax.nn.one_hot(jnp.array([[4, 0, 2]]), 5)
+    np.testing.assert_allclose(dense(params.input, one_hot)[0], params.input.w[:, jnp.array([4, 0, 2])].T, rtol=1e-6)

@@ -322,3 +322,12 @@ def test_cli_sample_from_a_character_model(tmp_path, capsys):
     assert text.startswith("Beautiful") and len(text) == len("Beautiful") + 40
     assert set(text) <= set(charlm_vocabulary("zen"))
     assert cli.main(["sample", str(tmp_path / "run"), "--temperature", "0"]) == 2
+
+
+def test_training_with_an_embedding_input_layer(tmp_path):
+    config = small_config(model={"input_layer": "embedding", "input_features": 4}, train={"steps": 10})
+    summary = fit(config, tmp_path)
+    assert summary["steps"] == 10
+    assert final_params(tmp_path).params.input.w.shape == (4, 2)
+    with pytest.raises(ValueError, match="input_layer='embedding'"):
+        fit(small_config(model={"input_layer": "embedding"}, train={"gradients": "manual"}), tmp_path / "m")
