@@ -227,6 +227,11 @@ def test_kill_at_any_moment_leaves_a_restorable_checkpoint(tmp_path):
     result = _cli("train", str(cfg), "--out", str(run), "--resume", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert rundir.read_summary(run)["steps"] == 400
+    assert not list((run / rundir.CHECKPOINTS).glob(".tmp_*"))
+    straight = _cli("train", str(cfg), "--out", str(tmp_path / "straight"), "--no-progress")
+    assert straight.returncode == 0, straight.stderr
+    for a, b in zip(jax.tree.leaves(final_params(tmp_path / "straight")), jax.tree.leaves(final_params(run))):
+        np.testing.assert_array_equal(a, b)  # killed + resumed == uninterrupted, bit for bit
 
 
 def test_cli_train_and_eval(tmp_path):
