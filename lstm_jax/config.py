@@ -34,10 +34,9 @@ import yaml
 
 from lstm_jax.cells import ACTIVATIONS
 from lstm_jax.init import INITIALIZERS
-from lstm_jax.models import CELLS, INPUT_LAYERS
+from lstm_jax.models import CELLS, DTYPES, INPUT_LAYERS
 from lstm_jax.rundir import write_atomic
 
-DTYPES = ("float32", "bfloat16", "float64")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
 GRADIENTS = ("autodiff", "manual")
@@ -105,7 +104,7 @@ class ModelConfig:
     recurrent_scale: float = _field(1.0, ge=0)
     input_init: str = _field("fan_in", choices=INITIALIZERS)
     unroll: int = _field(1, ge=1)
-    dtype: str = _field("float32", choices=DTYPES)
+    dtype: str = _field("float32", choices=tuple(DTYPES))
     input_layer: str = _field("none", choices=INPUT_LAYERS)  # before the first recurrent layer
     input_features: int = _field(32, ge=1)  # its output size (dense or embedding only)
 

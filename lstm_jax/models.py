@@ -33,6 +33,9 @@ CELLS = ("lstm", "rnn")
 
 INPUT_LAYERS = ("none", "dense", "embedding")
 
+#: Parameter dtypes a config can name.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
+
 
 class ModelParams(NamedTuple):
     """All trainable arrays of a model."""

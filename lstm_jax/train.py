@@ -28,12 +28,10 @@ import optax
 from lstm_jax import checkpoint, rundir
 from lstm_jax.bptt import lstm_bptt, rnn_bptt
 from lstm_jax.losses import sequence_loss
-from lstm_jax.models import ModelParams, ModelSpec, apply_model, init_model
+from lstm_jax.models import DTYPES, ModelParams, ModelSpec, apply_model, init_model
 from lstm_jax.tasks import Batch, Task, make_task, task_parameters
 
 Array = jax.Array
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 
 
 class TrainState(NamedTuple):
