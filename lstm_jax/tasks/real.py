@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_jax.tasks import Batch, Task, register
-from lstm_jax.tasks.synthetic import _accuracy, _check_batch_size, _check_int, _check_logits, _mse
+from lstm_jax.tasks._common import accuracy, check_batch_size, check_choice, check_int, check_logits, mse
 
 Array = jax.Array
 
@@ -85,12 +85,6 @@ STDLIB_DOC_MODULES = (
 
 # ----------------------------------------------------------------------------------------------
 # Parameter checks and data loading.
-
-
-def _check_choice(name: str, value, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
-    return value
 
 
 def _import(module: str, package: str, task: str):
@@ -140,7 +134,7 @@ def sunspots_scale() -> float:
 def sunspots_split(split: str = "train") -> Series:
     """The years and scaled values of a split: ``"train"`` the first 80% of the years (1700–1946),
     ``"test"`` the rest (1947–2008). The two are disjoint and together the whole series."""
-    _check_choice("split", split, SPLITS)
+    check_choice("split", split, SPLITS)
     years, values = _sunspots_raw()
     cut = _split_point(len(values))
     part = slice(None, cut) if split == "train" else slice(cut, None)
@@ -159,7 +153,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 def digits_indices(split: str = "train") -> np.ndarray:
     """Row indices into ``load_digits()`` of a split: the first 80% in file order (``"train"``,
     rows 0..1436) or the last 20% (``"test"``, rows 1437..1796)."""
-    _check_choice("split", split, SPLITS)
+    check_choice("split", split, SPLITS)
     n = len(_digits()[1])
     cut = _split_point(n)
     return np.arange(cut) if split == "train" else np.arange(cut, n)
@@ -167,7 +161,7 @@ def digits_indices(split: str = "train") -> np.ndarray:
 
 def digits_split(split: str = "train", order: str = "rows") -> tuple[np.ndarray, np.ndarray]:
     """``(inputs (n, T, M) float32, labels (n,) int32)`` of a split, as the task feeds them."""
-    _check_choice("order", order, DIGITS_ORDERS)
+    check_choice("order", order, DIGITS_ORDERS)
     images, labels = _digits()
     rows = digits_indices(split)
     shape = (8, 8) if order == "rows" else (64, 1)
@@ -194,7 +188,7 @@ def charlm_text(text: str = "zen") -> str:
     ``"stdlib_docs"``: the module docstrings of :data:`STDLIB_DOC_MODULES` in that order, joined
     by blank lines (Python 3.11: 37,723 characters, 94 distinct).
     """
-    _check_choice("text", text, CHARLM_TEXTS)
+    check_choice("text", text, CHARLM_TEXTS)
     if text == "zen":
         tree = ast.parse(_read_source("this"))
         literals = [
@@ -319,9 +313,9 @@ def sunspots(T: int = 48, horizon: int = 1, split: str = "train") -> Task:
         ``split`` is not ``"train"`` or ``"test"``.
       ModuleNotFoundError: statsmodels is not installed.
     """
-    T = _check_int("T", T, 1, "steps per window")
-    h = _check_int("horizon", horizon, 1, "years ahead")
-    split = _check_choice("split", split, SPLITS)
+    T = check_int("T", T, 1, "steps per window")
+    h = check_int("horizon", horizon, 1, "years ahead")
+    split = check_choice("split", split, SPLITS)
     shortest = min(len(sunspots_split(s).values) for s in SPLITS)
     if T + h > shortest:
         raise ValueError(
@@ -334,11 +328,11 @@ def sunspots(T: int = 48, horizon: int = 1, split: str = "train") -> Task:
     series = jnp.asarray(x, jnp.float32)
 
     def make_batch(key: Array, batch_size: int) -> Batch:
-        return _window_batch(key, series, _check_batch_size(batch_size), T, h)
+        return _window_batch(key, series, check_batch_size(batch_size), T, h)
 
     def metric(logits: Array, batch: Batch) -> Array:
-        _check_logits(logits, batch, "(B, T, 1): a forecast per step")
-        return _mse(logits, batch.targets)
+        check_logits(logits, batch, "(B, T, 1): a forecast per step")
+        return mse(logits, batch.targets)
 
     def solved(loss: float, mse: float) -> bool:
         return mse < 0.8 * baseline
@@ -394,17 +388,17 @@ def digits(order: str = "rows", split: str = "train") -> Task:
       ValueError: ``order`` or ``split`` is not one of its values.
       ModuleNotFoundError: scikit-learn is not installed.
     """
-    order = _check_choice("order", order, DIGITS_ORDERS)
-    split = _check_choice("split", split, SPLITS)
+    order = check_choice("order", order, DIGITS_ORDERS)
+    split = check_choice("split", split, SPLITS)
     images, labels = digits_split(split, order)
     inputs, targets = jnp.asarray(images), jnp.asarray(labels)
 
     def make_batch(key: Array, batch_size: int) -> Batch:
-        return _example_batch(key, inputs, targets, _check_batch_size(batch_size))
+        return _example_batch(key, inputs, targets, check_batch_size(batch_size))
 
     def metric(logits: Array, batch: Batch) -> Array:
-        _check_logits(logits, batch, "(B, 10): the last step's class logits")
-        return _accuracy(logits, batch.targets)
+        check_logits(logits, batch, "(B, 10): the last step's class logits")
+        return accuracy(logits, batch.targets)
 
     def solved(loss: float, accuracy: float) -> bool:
         return accuracy >= 0.95
@@ -460,8 +454,8 @@ def charlm(T: int = 64, text: str = "zen") -> Task:
       ValueError: ``T`` is not an integer >= 1 or is too long for the text; ``text`` is not one of
         its values.
     """
-    T = _check_int("T", T, 1, "steps per window")
-    text = _check_choice("text", text, CHARLM_TEXTS)
+    T = check_int("T", T, 1, "steps per window")
+    text = check_choice("text", text, CHARLM_TEXTS)
     chars = charlm_text(text)
     vocabulary = charlm_vocabulary(text)
     if T + 1 > len(chars):
@@ -476,10 +470,10 @@ def charlm(T: int = 64, text: str = "zen") -> Task:
     ids = jnp.asarray(ids_np)
 
     def make_batch(key: Array, batch_size: int) -> Batch:
-        return _text_batch(key, ids, _check_batch_size(batch_size), T, V)
+        return _text_batch(key, ids, check_batch_size(batch_size), T, V)
 
     def metric(logits: Array, batch: Batch) -> Array:
-        _check_logits(logits, batch, f"(B, T, {V}): next-character logits per step")
+        check_logits(logits, batch, f"(B, T, {V}): next-character logits per step")
         return _bits_per_char(logits, batch.targets)
 
     def solved(loss: float, bits_per_char: float) -> bool:

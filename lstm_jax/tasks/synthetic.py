@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from lstm_jax import _checks
 from lstm_jax.tasks import Batch, Task, register
+from lstm_jax.tasks._common import accuracy, check_batch_size, check_int, check_logits, mse
 
 Array = jax.Array
 
@@ -41,24 +40,6 @@ _START_E = TEMPORAL_ORDER_SYMBOLS.index("E")
 _NUM_DISTRACTORS = 4  # a, b, c, d are channels 0..3
 
 
-def _check_int(name: str, value, minimum: int, why: str) -> int:
-    """``value`` as a Python int ``>= minimum``; else a ValueError naming what was expected and got."""
-    if isinstance(value, bool) or isinstance(value, jax.core.Tracer):
-        kind = type(value).__name__
-        raise ValueError(f"{name}: expected a Python integer (static under jit), got {kind} {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name}: expected an integer, got {type(value).__name__} {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum} ({why}), got {number}")
-    return number
-
-
-def _check_batch_size(batch_size) -> int:
-    return _check_int("batch_size", batch_size, 1, "a positive Python int; under jax.jit pass it as a static argument")
-
-
 def _batch_maker(draw: Callable[..., Batch], **params: int) -> Callable[[Array, int], Batch]:
     """``make_batch(key, batch_size)``: the batch size checked in Python, then ``draw``.
 
@@ -68,35 +49,15 @@ def _batch_maker(draw: Callable[..., Batch], **params: int) -> Callable[[Array, 
     """
 
     def make_batch(key: Array, batch_size: int) -> Batch:
-        return draw(key, _check_batch_size(batch_size), **params)
+        return draw(key, check_batch_size(batch_size), **params)
 
     return make_batch
-
-
-def _check_logits(logits, batch: Batch, meaning: str) -> None:
-    """Floating logits of exactly the targets' shape (no broadcasting, no (B, T, N) for many-to-one)."""
-    _checks.check_array("logits", logits)
-    _checks.check_floating("logits", logits)
-    _checks.check_shape("logits", logits, batch.targets.shape, meaning)
-
-
-@jax.jit
-def _mse(logits: Array, targets: Array) -> Array:
-    """Mean squared error over all axes, in float32 (16-bit logits are cast, not promoted)."""
-    return jnp.mean(jnp.square(logits.astype(jnp.float32) - targets))
-
-
-@jax.jit
-def _accuracy(logits: Array, targets: Array) -> Array:
-    """Fraction of argmax(logits) == argmax(targets) over all leading axes, float32 scalar."""
-    hits = jnp.argmax(logits, axis=-1) == jnp.argmax(targets, axis=-1)
-    return jnp.mean(hits.astype(jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnums=2)
 def _accuracy_on_last(logits: Array, targets: Array, steps: int) -> Array:
     """Accuracy over the last ``steps`` steps of ``(B, T, N)`` logits and targets."""
-    return _accuracy(logits[:, -steps:], targets[:, -steps:])
+    return accuracy(logits[:, -steps:], targets[:, -steps:])
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -142,11 +103,11 @@ def adding(T: int = 100) -> Task:
     Raises:
       ValueError: ``T`` is not an integer >= 2.
     """
-    T = _check_int("T", T, 2, "one marker in each half [0, T//2) and [T//2, T)")
+    T = check_int("T", T, 2, "one marker in each half [0, T//2) and [T//2, T)")
 
     def metric(logits: Array, batch: Batch) -> Array:
-        _check_logits(logits, batch, "(B, 1): the last step's prediction")
-        return _mse(logits, batch.targets)
+        check_logits(logits, batch, "(B, 1): the last step's prediction")
+        return mse(logits, batch.targets)
 
     def solved(loss: float, mse: float) -> bool:
         return mse < 0.01
@@ -219,13 +180,13 @@ def copy(T: int = 100, num_symbols: int = 8, copy_length: int = 10) -> Task:
     Raises:
       ValueError: a parameter is not an integer or is below its minimum.
     """
-    T = _check_int("T", T, 1, "the delimiter follows the T - 1 blanks after the data")
-    K = _check_int("num_symbols", num_symbols, 1, "data symbols to draw from")
-    c = _check_int("copy_length", copy_length, 1, "symbols to copy")
+    T = check_int("T", T, 1, "the delimiter follows the T - 1 blanks after the data")
+    K = check_int("num_symbols", num_symbols, 1, "data symbols to draw from")
+    c = check_int("copy_length", copy_length, 1, "symbols to copy")
     length = T + 2 * c
 
     def metric(logits: Array, batch: Batch) -> Array:
-        _check_logits(logits, batch, "(B, T + 2 copy_length, num_symbols + 1): a prediction per step")
+        check_logits(logits, batch, "(B, T + 2 copy_length, num_symbols + 1): a prediction per step")
         return _accuracy_on_last(logits, batch.targets, c)
 
     def solved(loss: float, accuracy_on_copy: float) -> bool:
@@ -310,11 +271,11 @@ def temporal_order(T: int = 100) -> Task:
     Raises:
       ValueError: ``T`` is not an integer >= 10.
     """
-    T = _check_int("T", T, 10, "each relevant-symbol window is T // 10 steps wide")
+    T = check_int("T", T, 10, "each relevant-symbol window is T // 10 steps wide")
 
     def metric(logits: Array, batch: Batch) -> Array:
-        _check_logits(logits, batch, "(B, 4): the last step's class logits")
-        return _accuracy(logits, batch.targets)
+        check_logits(logits, batch, "(B, 4): the last step's class logits")
+        return accuracy(logits, batch.targets)
 
     def solved(loss: float, accuracy: float) -> bool:
         return accuracy >= 0.99
