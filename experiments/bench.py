@@ -1,0 +1,810 @@
+"""Benchmark the LSTM: lstm_jax against flax, PyTorch and a GEMM floor, in one process.
+
+Usage (from the repository root)::
+
+    python experiments/bench.py --shapes cpu --table          # CPU suite -> experiments/results/bench_cpu.json/.md
+    python experiments/bench.py --device gpu --table          # GPU suite (fp32, bf16, fp16) -> bench_gpu.json/.md
+    python experiments/bench.py --shapes quick --repeats 3    # a few seconds, for a smoke test
+    python experiments/bench.py --from experiments/results/bench_cpu.json   # only print the tables
+    python experiments/bench.py --memory --table              # XLA's memory analysis of the training step
+
+Every implementation runs the same LSTM (M inputs, D hidden, gates i, f, g, o, zero initial state)
+on the same batch-major inputs ``(B, T, M)`` with the same parameters and dtype:
+
+* ``lstm_jax``: ``lj.unroll(lj.lstm_cell(), params, xs)`` (``lj.unroll_layers`` for several layers);
+  when ``unroll`` has an ``impl`` argument, the reference ``impl="scan"`` is measured too, as rows
+  with ``"variant": "scan"`` (the default rows have ``"variant": "default"``);
+* ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(D))``, one per layer;
+* ``torch``: ``torch.nn.LSTM(M, D, num_layers, batch_first=True)`` (cuDNN on a GPU), when importable;
+* ``gemm_floor``: the same matmuls without the recurrence, per layer: one GEMM ``(T·B, M)×(M, 4D)``
+  for the input projection, one ``(T·B, D)×(D, 4D)`` standing for all ``T`` recurrent matmuls,
+  and the pointwise gates; a floor no sequential implementation can beat at the same precision.
+
+Forward: the outputs of the whole sequence. Training step: the loss ``mean(hs**2)`` (computed in
+float32) and its gradient w.r.t. all parameters (``jax.value_and_grad`` under ``jax.jit``;
+``loss.backward()`` after zeroing the gradients for torch). Every function is compiled and called
+twice first; then each repeat times one call of every implementation in turn (the order rotated
+every repeat, each call ended by ``block_until_ready`` or ``torch.cuda.synchronize``), so that
+machine noise hits all of them alike, and the medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import importlib
+import inspect
+import itertools
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, NamedTuple
+
+# JAX must not grab 75 % of a GPU's memory when torch runs in the same process.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repository root, when not pip-installed
+import lstm_jax as lj  # noqa: E402
+
+RESULTS = ROOT / "experiments" / "results"
+DOCS = ROOT / "docs" / "benchmarks.md"
+
+
+class Shape(NamedTuple):
+    B: int
+    T: int
+    M: int
+    D: int
+    layers: int
+
+
+SHAPES: dict[str, list[Shape]] = {
+    "cpu": [
+        Shape(1, 150, 256, 256, 1),
+        Shape(8, 1000, 32, 64, 1),
+        Shape(16, 100, 128, 128, 1),
+        Shape(64, 100, 512, 512, 1),
+        Shape(32, 100, 256, 256, 2),
+    ],
+    "gpu": [
+        Shape(64, 256, 512, 512, 1),
+        Shape(16, 1000, 256, 256, 1),
+        Shape(128, 512, 1024, 1024, 1),
+        Shape(256, 100, 2048, 2048, 1),
+        Shape(8, 150, 256, 256, 1),
+    ],
+    "quick": [Shape(3, 7, 5, 4, 1), Shape(2, 6, 3, 4, 2)],
+}
+IMPLS = ("lstm_jax", "flax", "torch", "gemm_floor")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DEFAULT_DTYPES = {"cpu": ["float32"], "gpu": ["float32", "bfloat16", "float16"]}
+#: The memory probe's default (B, T, M, D): a long sequence.
+MEMORY_SHAPE = Shape(32, 10000, 256, 256, 1)
+ROW_KEYS = (
+    "impl",
+    "variant",
+    "device",
+    "device_name",
+    "dtype",
+    "B",
+    "T",
+    "M",
+    "D",
+    "layers",
+    "fwd_ms",
+    "train_ms",
+    "us_per_step_fwd",
+    "us_per_step_train",
+    "tokens_per_s_train",
+    "date",
+    "versions",
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Problems: one set of parameters and inputs, shared by every implementation.
+
+
+def problem(shape: Shape, dtype: str, device=None, seed: int = 0):
+    """``(layers, xs)``: ``lj.init_layers`` LSTM parameters and N(0, 1) inputs ``(B, T, M)``.
+
+    Drawn in float32 and rounded to ``dtype``, so every dtype sees the same values up to rounding.
+    """
+    k_params, k_xs = jax.random.split(jax.random.key(seed))
+    layers = lj.init_layers(k_params, lj.init_lstm, shape.M, shape.D, shape.layers)
+    xs = jax.random.normal(k_xs, (shape.B, shape.T, shape.M), jnp.float32)
+    layers, xs = jax.tree.map(lambda a: a.astype(DTYPES[dtype]), (layers, xs))
+    return jax.device_put((layers, xs), device)
+
+
+def loss_of(hs) -> jax.Array:
+    """The benchmark's loss ``mean(hs**2)``, accumulated in float32 whatever the dtype of ``hs``."""
+    return jnp.mean(jnp.square(hs.astype(jnp.float32)))
+
+
+class Runner(NamedTuple):
+    """One implementation on one problem; each call runs once and waits for the device.
+
+    Attributes:
+      forward: ``() -> hs``, the outputs ``(B, T, D)`` of the last layer.
+      train: ``() -> (loss, grads)`` in the implementation's own parameter layout.
+      grads_as_layers: ``grads -> tuple of LSTMParams`` of numpy arrays (for the tests).
+    """
+
+    impl: str
+    variant: str
+    forward: Callable[[], Any]
+    train: Callable[[], tuple[Any, Any]]
+    grads_as_layers: Callable[[Any], tuple]
+
+
+#: ``(impl, variant, *model) -> (jitted forward, jitted training step)``: built once per process.
+_JITTED: dict[tuple, tuple[Callable, Callable]] = {}
+
+
+def _jitted(key: tuple, hs_of) -> tuple[Callable, Callable]:
+    if key not in _JITTED:
+        _JITTED[key] = (jax.jit(hs_of), jax.jit(jax.value_and_grad(lambda p, x: loss_of(hs_of(p, x)))))
+    return _JITTED[key]
+
+
+def _jax_runner(impl: str, variant: str, hs_of, params, xs, grads_as_layers, model=()) -> Runner:
+    """Jit ``hs_of(params, xs)`` and ``value_and_grad`` of its loss; parameters are arguments, not constants.
+
+    The jitted functions are kept per ``(impl, variant, *model)``, so a shape compiles once per process.
+    """
+    forward, train = _jitted((impl, variant, *model), hs_of)
+    return Runner(
+        impl,
+        variant,
+        lambda: jax.block_until_ready(forward(params, xs)),
+        lambda: jax.block_until_ready(train(params, xs)),
+        grads_as_layers,
+    )
+
+
+def _numpy_layers(layers) -> tuple:
+    return tuple(jax.tree.map(lambda a: np.asarray(a, np.float32), layers))
+
+
+def unroll_variants() -> list[tuple[str, dict]]:
+    """``(variant, keyword arguments)`` of ``lj.unroll`` to measure: the default, and ``impl="scan"`` if it exists."""
+    parameters = inspect.signature(lj.unroll).parameters
+    variants = [("default", {})]
+    if "impl" in parameters and parameters["impl"].default != "scan":
+        variants.append(("scan", {"impl": "scan"}))
+    return variants
+
+
+def lstm_jax_hs(layers, xs, **options):
+    """The last layer's outputs of ``lstm_jax``: ``unroll`` for one layer, ``unroll_layers`` for more."""
+    cell = lj.lstm_cell()
+    if len(layers) == 1:
+        return lj.unroll(cell, layers[0], xs, **options)[1]
+    return lj.unroll_layers(cell, layers, xs, **options)[1]
+
+
+def lstm_jax_runners(layers, xs, device) -> list[Runner]:
+    return [
+        _jax_runner(
+            "lstm_jax",
+            variant,
+            lambda p, x, options=options: lstm_jax_hs(p, x, **options),
+            layers,
+            xs,
+            _numpy_layers,
+        )
+        for variant, options in unroll_variants()
+    ]
+
+
+def gemm_floor_hs(layers, xs):
+    """The LSTM's matmuls and pointwise gates with no recurrence, layer by layer.
+
+    Per layer: ``z = X W_ihᵀ + b`` over all ``T·B`` rows at once; a stand-in for the previous state,
+    ``u = tanh(z_g)``, computed from ``z`` alone; ``a = z + u W_hhᵀ`` (one GEMM for all steps);
+    ``i, f, g, o`` from ``a``; ``c = f ⊙ u + i ⊙ g``; ``h = o ⊙ tanh(c)``. No step waits for another.
+    """
+    B, T, _ = xs.shape
+    h = xs.reshape(B * T, xs.shape[-1])
+    for p in layers:
+        D = p.w_hh.shape[1]
+        z = h @ p.w_ih.T + p.b[None, :]
+        u = jnp.tanh(z[:, 2 * D : 3 * D])
+        a = z + u @ p.w_hh.T
+        i, f, g, o = (a[:, k * D : (k + 1) * D] for k in range(4))
+        c = jax.nn.sigmoid(f) * u + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return h.reshape(B, T, h.shape[-1])
+
+
+def gemm_floor_runners(layers, xs, device) -> list[Runner]:
+    return [_jax_runner("gemm_floor", "default", gemm_floor_hs, layers, xs, _numpy_layers)]
+
+
+# flax ------------------------------------------------------------------------------------------
+
+FLAX_GATES = ("i", "f", "g", "o")  # OptimizedLSTMCell's per-gate submodules: 'i?' on x, 'h?' on h (with bias)
+
+
+def flax_model(D: int, num_layers: int, dtype: str):
+    import flax.linen as nn
+
+    class Stack(nn.Module):
+        """``num_layers`` ``nn.RNN(nn.OptimizedLSTMCell(D))``, each reading the previous one's outputs."""
+
+        @nn.compact
+        def __call__(self, xs):
+            for layer in range(num_layers):
+                cell = nn.OptimizedLSTMCell(D, dtype=DTYPES[dtype], param_dtype=DTYPES[dtype], name=f"layer{layer}")
+                xs = nn.RNN(cell)(xs)
+            return xs
+
+    return Stack()
+
+
+def flax_params(layers) -> dict:
+    """lstm_jax layers as flax ``Stack`` variables: per gate, kernels are the row blocks transposed."""
+    variables = {}
+    for n, p in enumerate(layers):
+        D = p.w_hh.shape[1]
+        cell = {}
+        for k, gate in enumerate(FLAX_GATES):
+            rows = slice(k * D, (k + 1) * D)
+            cell["i" + gate] = {"kernel": p.w_ih[rows].T}
+            cell["h" + gate] = {"kernel": p.w_hh[rows].T, "bias": p.b[rows]}
+        variables[f"layer{n}"] = cell
+    return {"params": variables}
+
+
+def flax_grads_as_layers(grads) -> tuple:
+    layers = []
+    for n in range(len(grads["params"])):
+        cell = grads["params"][f"layer{n}"]
+        w_ih = np.concatenate([np.asarray(cell["i" + g]["kernel"], np.float32).T for g in FLAX_GATES])
+        w_hh = np.concatenate([np.asarray(cell["h" + g]["kernel"], np.float32).T for g in FLAX_GATES])
+        b = np.concatenate([np.asarray(cell["h" + g]["bias"], np.float32) for g in FLAX_GATES])
+        layers.append(lj.LSTMParams(w_ih, w_hh, b))
+    return tuple(layers)
+
+
+def flax_runners(layers, xs, device) -> list[Runner]:
+    D, dtype = layers[0].w_hh.shape[1], jnp.dtype(xs.dtype).name
+    model = flax_model(D, len(layers), dtype)
+    params = jax.device_put(flax_params(layers), device)
+
+    def shapes(tree):
+        return jax.tree.map(lambda a: (a.shape, jnp.dtype(a.dtype).name), tree)
+
+    expected, got = shapes(jax.eval_shape(model.init, jax.random.key(0), xs)), shapes(params)
+    if expected != got:
+        raise RuntimeError(f"flax parameters: expected {expected}, built {got}")
+    return [_jax_runner("flax", "default", model.apply, params, xs, flax_grads_as_layers, (D, len(layers), dtype))]
+
+
+# torch -----------------------------------------------------------------------------------------
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def torch_runners(layers, xs, device) -> list[Runner]:
+    """``torch.nn.LSTM`` with our weights: ``weight_ih_l{k}`` = ``w_ih`` (same gate order), ``bias_ih`` = ``b``, ``bias_hh`` = 0."""
+    import torch
+
+    on_gpu = device.platform == "gpu"
+    torch_device = torch.device("cuda" if on_gpu else "cpu")
+    dtype = getattr(torch, jnp.dtype(xs.dtype).name)
+    M, D = layers[0].w_ih.shape[1], layers[0].w_hh.shape[1]
+
+    def to_torch(a):
+        return torch.from_numpy(np.array(a, np.float32)).to(device=torch_device, dtype=dtype)
+
+    lstm = torch.nn.LSTM(M, D, len(layers), batch_first=True, device=torch_device, dtype=dtype)
+    with torch.no_grad():
+        for n, p in enumerate(layers):
+            getattr(lstm, f"weight_ih_l{n}").copy_(to_torch(p.w_ih))
+            getattr(lstm, f"weight_hh_l{n}").copy_(to_torch(p.w_hh))
+            getattr(lstm, f"bias_ih_l{n}").copy_(to_torch(p.b))
+            getattr(lstm, f"bias_hh_l{n}").zero_()
+    x = to_torch(xs)
+    names = [f"{kind}_l{n}" for n in range(len(layers)) for kind in ("weight_ih", "weight_hh", "bias_ih")]
+
+    def sync():
+        if on_gpu:
+            torch.cuda.synchronize()
+
+    def forward():
+        with torch.no_grad():
+            hs = lstm(x)[0]
+        sync()
+        return hs
+
+    def train():
+        lstm.zero_grad(set_to_none=True)
+        hs = lstm(x)[0]
+        loss = hs.float().square().mean()
+        loss.backward()
+        sync()
+        return loss.detach(), {name: getattr(lstm, name).grad for name in names}
+
+    def grads_as_layers(grads):
+        def get(name):
+            return grads[name].float().cpu().numpy()
+
+        return tuple(
+            lj.LSTMParams(get(f"weight_ih_l{n}"), get(f"weight_hh_l{n}"), get(f"bias_ih_l{n}"))
+            for n in range(len(layers))
+        )
+
+    return [Runner("torch", "default", forward, train, grads_as_layers)]
+
+
+RUNNERS = {
+    "lstm_jax": lstm_jax_runners,
+    "flax": flax_runners,
+    "torch": torch_runners,
+    "gemm_floor": gemm_floor_runners,
+}
+
+
+def runners_for(impls, layers, xs, device, log=print) -> list[Runner]:
+    """Build and warm up (compile, then call twice) every implementation; one that fails is skipped."""
+    runners = []
+    for impl in impls:
+        if impl == "torch" and not torch_available():
+            log("  torch: not importable, skipped")
+            continue
+        try:
+            built = RUNNERS[impl](layers, xs, device)
+            for runner in built:
+                for _ in range(2):
+                    runner.forward()
+                    runner.train()
+        except Exception as error:  # e.g. a dtype the implementation cannot do on this device
+            log(f"  {impl}: skipped ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+            continue
+        runners.extend(built)
+    return runners
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+
+
+def time_interleaved(runners: list[Runner], repeats: int) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """Milliseconds of each runner's forward and training step, ``repeats`` times, interleaved.
+
+    Each repeat times one forward call of every runner, then one training step of every runner;
+    the order is rotated every repeat. The garbage collector is off while timing.
+    """
+    times = {(r.impl, r.variant): {"fwd": [], "train": []} for r in runners}
+    gc.collect()
+    gc.disable()
+    try:
+        for repeat in range(repeats):
+            order = runners[repeat % len(runners) :] + runners[: repeat % len(runners)]
+            for kind in ("fwd", "train"):
+                for runner in order:
+                    call = runner.forward if kind == "fwd" else runner.train
+                    start = time.perf_counter()
+                    result = call()
+                    elapsed = time.perf_counter() - start
+                    times[(runner.impl, runner.variant)][kind].append(1000 * elapsed)
+                    del result
+    finally:
+        gc.enable()
+    return times
+
+
+def versions() -> dict[str, str]:
+    import flax
+    import jaxlib
+    import optax
+
+    found = {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+    }
+    if torch_available():
+        import torch
+
+        found["torch"] = torch.__version__
+    return found
+
+
+def cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def pick_device(name: str):
+    """The JAX device for ``cpu``, ``gpu`` or ``auto`` (a GPU when JAX has one)."""
+    if name == "auto":
+        try:
+            return jax.devices("gpu")[0]
+        except RuntimeError:
+            return jax.devices("cpu")[0]
+    try:
+        return jax.devices(name)[0]
+    except RuntimeError as error:
+        raise SystemExit(f"--device {name}: JAX has no such device ({error})") from None
+
+
+def device_name(device) -> str:
+    if device.platform == "cpu":
+        return f"{cpu_model()} ({os.cpu_count()} cores)"
+    return getattr(device, "device_kind", str(device))
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_suite(shapes, dtypes, impls, repeats: int, device=None, log=print) -> list[dict]:
+    """Benchmark rows for every shape and dtype (see ``ROW_KEYS``)."""
+    device = device or jax.devices("cpu")[0]
+    info = {"device": device.platform, "device_name": device_name(device), "versions": versions()}
+    rows = []
+    for dtype in dtypes:
+        for shape in shapes:
+            log(f"{dtype} B={shape.B} T={shape.T} M={shape.M} D={shape.D} layers={shape.layers}")
+            layers, xs = problem(shape, dtype, device)
+            runners = runners_for(impls, layers, xs, device, log)
+            times = time_interleaved(runners, repeats)
+            for (impl, variant), t in times.items():
+                fwd, train = statistics.median(t["fwd"]), statistics.median(t["train"])
+                row = {
+                    "impl": impl,
+                    "variant": variant,
+                    "device": info["device"],
+                    "device_name": info["device_name"],
+                    "dtype": dtype,
+                    **shape._asdict(),
+                    "fwd_ms": round(fwd, 4),
+                    "train_ms": round(train, 4),
+                    "us_per_step_fwd": round(1000 * fwd / shape.T, 3),
+                    "us_per_step_train": round(1000 * train / shape.T, 3),
+                    "tokens_per_s_train": round(shape.B * shape.T / (train / 1000), 1),
+                    "fwd_ms_min": round(min(t["fwd"]), 4),
+                    "train_ms_min": round(min(t["train"]), 4),
+                    "repeats": repeats,
+                    "date": now(),
+                    "versions": info["versions"],
+                }
+                rows.append(row)
+                log(f"  {impl:10s} {variant:8s} fwd {fwd:10.3f} ms   train {train:10.3f} ms")
+            del runners
+            gc.collect()
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory probe
+
+
+def _choices(module, constant: str, parameter: inspect.Parameter) -> list:
+    """The values a keyword of ``unroll`` takes: the module's constant (``IMPLS``, ``REMATS``) or its default."""
+    values = list(getattr(module, constant, ()))
+    if parameter.default not in values:
+        values.insert(0, parameter.default)
+    return values
+
+
+def _default_options(options: dict) -> dict:
+    parameters = inspect.signature(lj.unroll).parameters
+    return {name: parameters[name].default for name in options if name in parameters}
+
+
+def memory_options() -> list[dict]:
+    """Every combination of ``impl`` and ``remat`` that ``lj.unroll`` offers (``[{}]`` without them)."""
+    module = importlib.import_module("lstm_jax.unroll")
+    parameters = inspect.signature(lj.unroll).parameters
+    axes = {}
+    for name, constant in (("impl", "IMPLS"), ("remat", "REMATS")):
+        if name in parameters:
+            axes[name] = _choices(module, constant, parameters[name])
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())] or [{}]
+
+
+def _memory_row(impl: str, options: dict, hs_of, params, xs, shape: Shape, dtype: str, device) -> dict:
+    train = jax.jit(jax.value_and_grad(lambda p, x: loss_of(hs_of(p, x))))
+    start = time.perf_counter()
+    compiled = train.lower(params, xs).compile()
+    seconds = time.perf_counter() - start
+    stats = compiled.memory_analysis()
+    fields = (
+        "temp_size_in_bytes",
+        "argument_size_in_bytes",
+        "output_size_in_bytes",
+        "alias_size_in_bytes",
+        "generated_code_size_in_bytes",
+        "peak_memory_in_bytes",
+    )
+    sizes = {name: int(getattr(stats, name)) for name in fields if hasattr(stats, name)}
+    per_step = shape.T * shape.B * shape.D * jnp.dtype(DTYPES[dtype]).itemsize
+    return {
+        "probe": "memory",
+        "impl": impl,
+        "options": dict(options),
+        "default_options": options == _default_options(options),
+        "device": device.platform,
+        "device_name": device_name(device),
+        "dtype": dtype,
+        **shape._asdict(),
+        **sizes,
+        "temp_per_T_B_D": round(sizes["temp_size_in_bytes"] / per_step, 2),
+        "compile_s": round(seconds, 2),
+        "date": now(),
+        "versions": versions(),
+    }
+
+
+def memory_probe(
+    shape: Shape = MEMORY_SHAPE, dtype: str = "float32", device=None, impls=IMPLS, log=print, options=None
+) -> list[dict]:
+    """XLA's compiled memory analysis of the training step, for every ``impl``/``remat`` of lstm_jax.
+
+    ``options``: the keyword sets of ``lj.unroll`` to probe (default :func:`memory_options`).
+
+    Nothing runs: the step is lowered from shapes alone and compiled. ``temp_per_T_B_D`` is the
+    temporary memory in units of one ``(T, B, D)`` array of the dtype (what BPTT must keep per stored
+    quantity). flax and the GEMM floor are probed as references when in ``impls``.
+    """
+    device = device or jax.devices("cpu")[0]
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    layers, xs = jax.eval_shape(lambda: problem(shape, dtype))
+    layers, xs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), (layers, xs))
+    probes = [
+        ("lstm_jax", options, lambda p, x, options=options: lstm_jax_hs(p, x, **options), layers)
+        for options in (memory_options() if options is None else options)
+    ]
+    if "flax" in impls:
+        model = flax_model(shape.D, shape.layers, dtype)
+        params = jax.eval_shape(flax_params, layers)
+        params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), params)
+        probes.append(("flax", {}, model.apply, params))
+    if "gemm_floor" in impls:
+        probes.append(("gemm_floor", {}, gemm_floor_hs, layers))
+    rows = []
+    for impl, options, hs_of, params in probes:
+        try:
+            row = _memory_row(impl, options, hs_of, params, xs, shape, dtype, device)
+        except ValueError as error:  # a combination unroll rejects, e.g. remat="step" with impl="fast"
+            log(f"  {impl} {options}: rejected ({str(error).splitlines()[0]})")
+            continue
+        rows.append(row)
+        log(
+            f"  {impl:10s} {_options_label(options):24s} temp {row['temp_size_in_bytes'] / 2**20:10.1f} MiB"
+            f"  ({row['temp_per_T_B_D']} x T·B·D)  compile {row['compile_s']} s"
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+
+
+def _shape_label(row) -> str:
+    return f"{row['B']}×{row['T']}×{row['M']}×{row['D']}×{row['layers']}"
+
+
+def _impl_label(impl: str, variant: str) -> str:
+    return impl if variant == "default" else f"{impl} ({variant})"
+
+
+def _options_label(options: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in options.items()) or "default"
+
+
+def _ratio(a, b) -> str:
+    return "—" if a is None or b is None else f"{a / b:.2f}"
+
+
+def _ms(value) -> str:
+    return "—" if value is None else (f"{value:.3g}" if value < 10 else f"{value:.0f}")
+
+
+def _machine(rows) -> str:
+    first = rows[0]
+    dates = sorted(row["date"] for row in rows)
+    versions_ = ", ".join(f"{k} {v}" for k, v in first["versions"].items())
+    return f"{first['device']}: {first['device_name']}; {dates[0][:10]}; {versions_}"
+
+
+def benchmark_table(rows: list[dict]) -> str:
+    """Markdown: per device and dtype, a training and a forward table (median ms and lstm_jax ratios)."""
+    rows = [row for row in rows if row.get("probe") != "memory"]
+    if not rows:
+        return ""
+    lines = [f"Machine: {_machine(rows)}; median of {rows[0].get('repeats', '?')} interleaved repeats."]
+    columns = []
+    for row in rows:
+        key = (row["impl"], row["variant"])
+        if key not in columns:
+            columns.append(key)
+    columns.sort(key=lambda c: (IMPLS.index(c[0]) if c[0] in IMPLS else len(IMPLS), c[1] != "default", c[1]))
+    for device in dict.fromkeys(row["device"] for row in rows):
+        for dtype in dict.fromkeys(row["dtype"] for row in rows if row["device"] == device):
+            subset = [row for row in rows if row["device"] == device and row["dtype"] == dtype]
+            shapes = list(dict.fromkeys(_shape_label(row) for row in subset))
+            cell = {(_shape_label(r), r["impl"], r["variant"]): r for r in subset}
+            for kind, title in (("train_ms", "training step"), ("fwd_ms", "forward")):
+                lines += ["", f"**{device} {dtype}, {title}** (ms; shape B×T×M×D×layers)", ""]
+                header = ["shape"] + [_impl_label(*c) for c in columns]
+                header += ["lstm_jax/torch", "lstm_jax/flax", "lstm_jax/gemm_floor"]
+                lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                for shape in shapes:
+
+                    def get(impl, variant="default"):
+                        row = cell.get((shape, impl, variant))
+                        return None if row is None else row[kind]
+
+                    values = [_ms(get(*c)) for c in columns]
+                    ratios = [_ratio(get("lstm_jax"), get(other)) for other in ("torch", "flax", "gemm_floor")]
+                    lines.append("| " + " | ".join([shape, *values, *ratios]) + " |")
+    return "\n".join(lines)
+
+
+def memory_table(rows: list[dict]) -> str:
+    """Markdown: compiled memory of the training step per implementation and options."""
+    rows = [row for row in rows if row.get("probe") == "memory"]
+    if not rows:
+        return ""
+    first = rows[0]
+    lines = [
+        f"Machine: {_machine(rows)}; training step at B={first['B']}, T={first['T']}, M={first['M']}, "
+        f"D={first['D']}, layers={first['layers']}, {first['dtype']} (XLA `memory_analysis()`, nothing run).",
+        "",
+        "| impl | options | temp MiB | temp / (T·B·D·bytes) | arguments MiB | outputs MiB | compile s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        mib = [
+            f"{row[k] / 2**20:.1f}" for k in ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes")
+        ]
+        lines.append(
+            f"| {row['impl']} | {_options_label(row['options'])}{' (default)' if row.get('default_options') else ''} | "
+            f"{mib[0]} | {row['temp_per_T_B_D']} | "
+            f"{mib[1]} | {mib[2]} | {row['compile_s']} |"
+        )
+    return "\n".join(lines)
+
+
+def render(rows: list[dict]) -> str:
+    return "\n\n".join(part for part in (benchmark_table(rows), memory_table(rows)) if part)
+
+
+def write_atomic(path: pathlib.Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def update_docs(docs: pathlib.Path, json_path: pathlib.Path, table: str) -> bool:
+    """Replace the generated block for ``json_path`` in ``docs`` (between its begin/end markers)."""
+    name = _relative(json_path)
+    begin, end = f"<!-- begin generated from {name} -->", f"<!-- end generated from {name} -->"
+    text = docs.read_text()
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    write_atomic(docs, f"{head}{begin}\n{table}\n{end}{tail}")
+    return True
+
+
+def _relative(path: pathlib.Path) -> str:
+    path = pathlib.Path(path).resolve()
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _shape_arg(text: str) -> Shape:
+    values = [int(v) for v in text.split(",")]
+    if len(values) == 4:
+        values.append(1)
+    if len(values) != 5 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected B,T,M,D[,layers] of positive integers, got {text!r}")
+    return Shape(*values)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
+    parser.add_argument("--shapes", choices=sorted(SHAPES), help="shape set (default: the device's)")
+    parser.add_argument("--dtypes", help="comma-separated, of " + ",".join(DTYPES) + " (default: the device's)")
+    parser.add_argument("--impls", default=",".join(IMPLS), help="comma-separated, of " + ",".join(IMPLS))
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per implementation (median reported)")
+    parser.add_argument("--out", type=pathlib.Path, help="JSON rows (default experiments/results/bench_<device>.json)")
+    parser.add_argument("--table", action="store_true", help="print the tables and write them to OUT with .md")
+    parser.add_argument("--from", dest="from_json", type=pathlib.Path, help="only render the tables of this JSON")
+    parser.add_argument(
+        "--docs", type=pathlib.Path, help=f"also refresh the generated block in this file ({_relative(DOCS)})"
+    )
+    parser.add_argument("--memory", action="store_true", help="probe compiled memory of the training step instead")
+    parser.add_argument(
+        "--memory-shape", type=_shape_arg, default=MEMORY_SHAPE, help="B,T,M,D[,layers] for --memory (32,10000,256,256)"
+    )
+    args = parser.parse_args(argv)
+
+    if args.from_json is not None:
+        table = render(json.loads(args.from_json.read_text()))
+        print(table)
+        if args.docs is not None and not update_docs(args.docs, args.from_json, table):
+            print(f"{args.docs}: no generated block for {_relative(args.from_json)}", file=sys.stderr)
+            return 1
+        return 0
+
+    impls = [name.strip() for name in args.impls.split(",") if name.strip()]
+    unknown = sorted(set(impls) - set(IMPLS))
+    if unknown or not impls:
+        parser.error(f"--impls: expected names from {','.join(IMPLS)}, got {args.impls!r}")
+    if args.repeats < 1:
+        parser.error(f"--repeats: expected >= 1, got {args.repeats}")
+    device = pick_device(args.device)
+    kind = "gpu" if device.platform == "gpu" else "cpu"
+    dtypes = args.dtypes.split(",") if args.dtypes else DEFAULT_DTYPES[kind]
+    if any(d not in DTYPES for d in dtypes):
+        parser.error(f"--dtypes: expected names from {','.join(DTYPES)}, got {args.dtypes!r}")
+
+    if args.memory:
+        log = print
+        rows = []
+        for dtype in dtypes:
+            rows += memory_probe(args.memory_shape, dtype, device, impls, log)
+        out = args.out or RESULTS / f"bench_memory_{kind}.json"
+    else:
+        shapes = SHAPES[args.shapes or kind]
+        rows = run_suite(shapes, dtypes, impls, args.repeats, device)
+        out = args.out or RESULTS / f"bench_{kind}.json"
+    write_atomic(out, json.dumps(rows, indent=1) + "\n")
+    print(f"wrote {_relative(out)} ({len(rows)} rows)")
+    if args.table:
+        table = render(rows)
+        print(table)
+        write_atomic(out.with_suffix(".md"), table + "\n")
+        if args.docs is not None and not update_docs(args.docs, out, table):
+            print(f"{args.docs}: no generated block for {_relative(out)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""experiments/bench.py: every implementation computes the same loss and gradients, the rows have the
+documented fields, and the tables are rendered from JSON. No timing is asserted: benchmarks are not tests.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "experiments" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load()
+CPU = jax.devices("cpu")[0]
+
+
+def _quiet(*args):
+    pass
+
+
+def _results(runner):
+    """``(loss, grads as lstm_jax layers, forward outputs)`` of one runner, as numpy."""
+    loss, grads = runner.train()
+    hs = runner.forward()
+    hs = hs.numpy() if hasattr(hs, "numpy") and not isinstance(hs, jax.Array) else np.asarray(hs)
+    return float(loss), runner.grads_as_layers(grads), hs
+
+
+def _assert_same(runner, reference):
+    loss, grads, hs = _results(runner)
+    ref_loss, ref_grads, ref_hs = reference
+    label = f"{runner.impl} ({runner.variant})"
+    assert abs(loss - ref_loss) <= 1e-5 * max(1.0, abs(ref_loss)), f"{label}: loss {loss} vs lstm_jax {ref_loss}"
+    np.testing.assert_allclose(hs, ref_hs, atol=1e-5, err_msg=f"{label}: forward outputs")
+    assert len(grads) == len(ref_grads)
+    for layer, (g, ref) in enumerate(zip(grads, ref_grads)):
+        for name, a, b in zip(ref._fields, g, ref):
+            assert a.shape == b.shape, f"{label}: layer {layer} {name} shape {a.shape} vs {b.shape}"
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"{label}: layer {layer} d{name}")
+
+
+@pytest.fixture(scope="module", params=bench.SHAPES["quick"], ids=lambda s: f"B{s.B}T{s.T}M{s.M}D{s.D}L{s.layers}")
+def quick_problem(request):
+    layers, xs = bench.problem(request.param, "float32", CPU)
+    reference = _results(bench.lstm_jax_runners(layers, xs, CPU)[0])
+    return layers, xs, reference
+
+
+def test_quick_shapes_have_one_and_several_layers():
+    assert {shape.layers for shape in bench.SHAPES["quick"]} >= {1, 2}
+
+
+@pytest.mark.parametrize("impl", ["lstm_jax", "flax"])
+def test_jax_implementations_give_the_same_loss_and_gradients(quick_problem, impl):
+    layers, xs, reference = quick_problem
+    runners = bench.RUNNERS[impl](layers, xs, CPU)
+    if impl == "lstm_jax":  # every variant (impl="scan" too, when unroll has it); the default is the reference
+        assert [r.variant for r in runners] == [v for v, _ in bench.unroll_variants()]
+        runners = runners[1:]
+    for runner in runners:
+        _assert_same(runner, reference)
+
+
+def test_torch_gives_the_same_loss_and_gradients(quick_problem):
+    pytest.importorskip("torch")
+    layers, xs, reference = quick_problem
+    (runner,) = bench.torch_runners(layers, xs, CPU)
+    _assert_same(runner, reference)
+
+
+def test_gemm_floor_has_the_lstm_parameters_and_no_recurrence(quick_problem):
+    layers, xs, reference = quick_problem
+    (runner,) = bench.gemm_floor_runners(layers, xs, CPU)
+    loss, grads, hs = _results(runner)
+    assert np.isfinite(loss) and hs.shape == reference[2].shape
+    assert jax.tree.map(np.shape, grads) == jax.tree.map(np.shape, reference[1])
+    # No recurrence: each step's output depends on its own input only.
+    floor = jax.jit(bench.gemm_floor_hs)
+    changed = np.asarray(xs).copy()
+    changed[:, 0] += 1.0
+    hs, hs_changed = np.asarray(floor(layers, xs)), np.asarray(floor(layers, jax.numpy.asarray(changed)))
+    np.testing.assert_array_equal(hs_changed[:, 1:], hs[:, 1:])
+    assert not np.array_equal(hs_changed[:, 0], hs[:, 0])
+
+
+def test_rows_have_the_documented_fields():
+    shape = bench.SHAPES["quick"][0]
+    rows = bench.run_suite([shape], ["float32"], ["lstm_jax", "gemm_floor"], repeats=2, device=CPU, log=_quiet)
+    variants = [v for v, _ in bench.unroll_variants()]
+    assert [(r["impl"], r["variant"]) for r in rows] == [("lstm_jax", v) for v in variants] + [
+        ("gemm_floor", "default")
+    ]
+    for row in rows:
+        assert set(bench.ROW_KEYS) <= set(row)
+        assert (row["device"], row["dtype"], row["B"], row["T"], row["M"], row["D"], row["layers"]) == (
+            "cpu",
+            "float32",
+            *shape,
+        )
+        assert row["fwd_ms"] > 0 and row["train_ms"] > 0
+        assert row["us_per_step_train"] == pytest.approx(1000 * row["train_ms"] / shape.T, rel=1e-3)
+        assert row["tokens_per_s_train"] == pytest.approx(shape.B * shape.T / (row["train_ms"] / 1000), rel=1e-3)
+        assert {"python", "jax", "jaxlib", "flax", "optax", "numpy"} <= set(row["versions"])
+        assert row["date"].endswith("+00:00")
+    json.dumps(rows)
+
+
+def _row(impl, train_ms, fwd_ms, variant="default", dtype="float32"):
+    return {
+        "impl": impl,
+        "variant": variant,
+        "device": "cpu",
+        "device_name": "Test CPU (2 cores)",
+        "dtype": dtype,
+        "B": 8,
+        "T": 100,
+        "M": 32,
+        "D": 64,
+        "layers": 1,
+        "fwd_ms": fwd_ms,
+        "train_ms": train_ms,
+        "repeats": 5,
+        "date": "2026-01-01T00:00:00+00:00",
+        "versions": {"python": "3.11", "jax": "0.10.2"},
+    }
+
+
+def test_table_renders_from_json(tmp_path, capsys):
+    rows = [
+        _row("lstm_jax", 2.0, 1.0),
+        _row("lstm_jax", 3.0, 1.5, variant="scan"),
+        _row("flax", 4.0, 1.0),
+        _row("torch", 8.0, 4.0),
+        _row("gemm_floor", 0.5, 0.25),
+    ]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(rows))
+    assert bench.main(["--from", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == bench.render(rows)
+    assert "| shape | lstm_jax | lstm_jax (scan) | flax | torch | gemm_floor | lstm_jax/torch | lstm_jax/flax |" in out
+    assert "| 8×100×32×64×1 | 2 | 3 | 4 | 8 | 0.5 | 0.25 | 0.50 | 4.00 |" in out  # training
+    assert "| 8×100×32×64×1 | 1 | 1.5 | 1 | 4 | 0.25 | 0.25 | 1.00 | 4.00 |" in out  # forward
+    assert "Test CPU (2 cores)" in out and "median of 5" in out
+
+
+def test_table_marks_missing_implementations(tmp_path):
+    table = bench.render([_row("lstm_jax", 2.0, 1.0), _row("lstm_jax", 1.0, 1.0, dtype="bfloat16")])
+    assert "**cpu float32, training step**" in table and "**cpu bfloat16, forward**" in table
+    assert "| 8×100×32×64×1 | 2 | — | — | — |" in table
+
+
+def test_cli_writes_json_and_markdown(tmp_path, capsys):
+    out = tmp_path / "results" / "bench_quick.json"
+    args = ["--shapes", "quick", "--impls", "gemm_floor", "--repeats", "1", "--out", str(out), "--table"]
+    assert bench.main(args) == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == len(bench.SHAPES["quick"])
+    assert out.with_suffix(".md").read_text() == bench.render(rows) + "\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["bench_quick.json", "bench_quick.md"]  # no temporaries
+
+
+def test_docs_block_is_replaced(tmp_path):
+    docs = tmp_path / "doc.md"
+    name = bench._relative(tmp_path / "b.json")
+    docs.write_text(f"intro\n<!-- begin generated from {name} -->\nold\n<!-- end generated from {name} -->\nend\n")
+    assert bench.update_docs(docs, tmp_path / "b.json", "new table")
+    assert docs.read_text() == (
+        f"intro\n<!-- begin generated from {name} -->\nnew table\n<!-- end generated from {name} -->\nend\n"
+    )
+    assert not bench.update_docs(docs, tmp_path / "other.json", "x")
+
+
+def test_memory_options_cover_every_impl_and_remat():
+    import inspect
+
+    import lstm_jax as lj
+
+    options = bench.memory_options()
+    parameters = inspect.signature(lj.unroll).parameters
+    for name in ("impl", "remat"):
+        if name in parameters:
+            assert {o[name] for o in options} >= {parameters[name].default}
+            assert len(options) % len({o[name] for o in options}) == 0
+        else:
+            assert all(name not in o for o in options)
+    assert len(options) == len({json.dumps(o, sort_keys=True) for o in options})  # no duplicates
+
+
+def test_memory_probe_reports_compiled_sizes():
+    shape = bench.Shape(2, 30, 3, 4, 1)
+    options = [bench.memory_options()[0], bench.memory_options()[-1]]
+    rows = bench.memory_probe(shape, "float32", CPU, impls=("lstm_jax", "gemm_floor"), log=_quiet, options=options)
+    assert [row["impl"] for row in rows][-1] == "gemm_floor"
+    assert all(row["options"] in options for row in rows[:-1])
+    for row in rows:
+        assert row["temp_size_in_bytes"] >= 0 and row["argument_size_in_bytes"] > 0
+        assert (row["B"], row["T"], row["M"], row["D"]) == (2, 30, 3, 4)
+    assert "| impl | options | temp MiB |" in bench.memory_table(rows)
+
+
+@pytest.mark.parametrize("name", ["bench_cpu", "bench_memory_cpu"])
+def test_committed_tables_are_generated(name):
+    path = ROOT / "experiments" / "results" / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"{path.name} not committed")
+    table = bench.render(json.loads(path.read_text()))
+    assert path.with_suffix(".md").read_text() == table + "\n"
+    assert table in (ROOT / "docs" / "benchmarks.md").read_text()
