@@ -81,9 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(run=_train)
-    ev = commands.add_parser("eval", help="evaluate a run's latest checkpoint on fresh data")
+    ev = commands.add_parser("eval", help="evaluate a run's latest checkpoint on held-out data")
     ev.add_argument("run_dir")
-    ev.add_argument("--batches", type=int, default=8, help="fresh evaluation batches (default 8)")
+    ev.add_argument(
+        "--batches",
+        type=int,
+        default=8,
+        help="fresh evaluation batches of a generated task (default 8); real-data tasks use their whole test split",
+    )
     ev.set_defaults(run=_eval)
     sp = commands.add_parser("sample", help="sample text from a trained character model (task charlm)")
     sp.add_argument("run_dir")

@@ -1,5 +1,6 @@
-"""Use a finished (or interrupted) run: evaluate its latest checkpoint on fresh held-out batches,
-or sample text from a character model."""
+"""Use a finished (or interrupted) run: evaluate its latest checkpoint on held-out data (the whole
+test split of a real-data task, fresh batches of a generated one), or sample text from a character
+model."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def load_run(run_dir) -> Run:
 
 
 def evaluate_run(run_dir, *, num_batches: int = 8) -> dict:
-    """Loss and metric of the run's latest checkpoint on ``num_batches`` fresh held-out batches."""
+    """Loss and metric of the run's latest checkpoint on the whole test split (real data), or on
+    ``num_batches`` fresh held-out batches (generated data)."""
     if num_batches < 1:
         raise ValueError(f"--batches: expected >= 1, got {num_batches}")
     config, task, state = load_run(run_dir)

@@ -9,7 +9,8 @@ The pieces are small pure functions, in the manner of the flax examples:
   gradient is not finite leaves the state unchanged and says so in ``metrics["finite"]``;
 * :func:`make_eval_step` — loss and the task's metric on a batch;
 * :func:`fit` — the loop: fresh batches from ``fold_in(key, step)`` (so a resumed run sees exactly
-  the batches an uninterrupted one would), evaluation on held-out batches from another key,
+  the batches an uninterrupted one would), evaluation on held-out batches from another key (on the
+  whole test split, each example once, for a task on a finite data set),
   atomic checkpoints, ``metrics.jsonl``, ``summary.json`` and a learning curve.
 """
 
@@ -187,7 +188,12 @@ def make_eval_step(spec: ModelSpec, task: Task) -> Callable[[ModelParams, Batch]
 
 
 def evaluate(eval_step, task: Task, params, key: Array, num_batches: int, batch_size: int) -> tuple[float, float]:
-    """Mean loss and metric over ``num_batches`` fresh batches drawn from ``key``."""
+    """Loss and metric on ``task.eval_batch`` (the whole finite data set, each example once; ``key``,
+    ``num_batches`` and ``batch_size`` are then unused), else their means over ``num_batches``
+    fresh batches drawn from ``key``."""
+    if task.eval_batch is not None:
+        loss, metric = eval_step(params, task.eval_batch)
+        return float(loss), float(metric)
     make_batch = jax.jit(task.make_batch, static_argnums=1)
     results = [eval_step(params, make_batch(k, batch_size)) for k in jax.random.split(key, num_batches)]
     losses, metrics = zip(*results)
@@ -274,9 +280,9 @@ def fit(config, run_dir, *, resume: bool = False, progress: bool = False) -> dic
 def tasks_for(config) -> tuple[Task, Task]:
     """``(training task, evaluation task)`` of a config.
 
-    A task with a ``split`` parameter (real data) trains on ``"train"`` and is evaluated on
-    ``"test"``, with that split's own baseline; generated tasks are evaluated on the same task,
-    with fresh batches from a key training never uses.
+    A task with a ``split`` parameter (real data: sunspots, digits, charlm) trains on ``"train"``
+    and is evaluated on ``"test"``, on all of it (``eval_batch``), with that split's own baseline;
+    generated tasks are evaluated on the same task, with fresh batches from a key training never uses.
     """
     params = dict(config.task.params)
     if "split" in params:

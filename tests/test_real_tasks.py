@@ -1,9 +1,9 @@
 """Tasks on shipped data (sunspots, digits, charlm) and the character sampler.
 
-Shapes and dtypes, purity, that the splits are disjoint and batches come from their split,
-baselines recomputed independently and as the baseline predictor scores them, metrics of perfect
-predictors, parameter errors; ``sample``'s length, alphabet, determinism and agreement with
-``apply_model``.
+Shapes and dtypes, purity, that the splits are disjoint and batches come from their split, that
+``eval_batch`` holds every example of its split exactly once, baselines recomputed independently
+and as the baseline predictor scores them on ``eval_batch``, metrics of perfect predictors,
+parameter errors; ``sample``'s length, alphabet, determinism and agreement with ``apply_model``.
 """
 
 import collections
@@ -62,7 +62,7 @@ def test_registry_lists_the_real_tasks_with_their_parameters():
     assert {"sunspots", "digits", "charlm"} <= set(task_names())
     assert task_parameters("sunspots") == {"T": 48, "horizon": 1, "split": "train"}
     assert task_parameters("digits") == {"order": "rows", "split": "train"}
-    assert task_parameters("charlm") == {"T": 64, "text": "zen"}
+    assert task_parameters("charlm") == {"T": 64, "text": "zen", "split": "train"}
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,9 @@ def test_registry_lists_the_real_tasks_with_their_parameters():
         ("digits", {"order": "columns"}, r"^order: expected one of \['rows', 'pixels'\], got 'columns'"),
         ("digits", {"split": "Train"}, r"^split: expected one of"),
         ("charlm", {"T": 0}, r"^T: expected an integer >= 1"),
-        ("charlm", {"T": 856}, r"^T: expected at most 855 .* got 856"),
+        ("charlm", {"T": 172}, r"^T: expected at most 171 \(T \+ 1 characters must fit in the 172-character test"),
+        ("charlm", {"T": 172, "split": "train"}, r"^T: expected at most 171 "),
+        ("charlm", {"split": "valid"}, r"^split: expected one of \['train', 'test'\], got 'valid'"),
         ("charlm", {"text": "shakespeare"}, r"^text: expected one of \['zen', 'stdlib_docs'\], got 'shakespeare'"),
         ("charlm", {"vocabulary": "abc"}, r"^task charlm: expected parameters among"),
     ],
@@ -105,6 +107,8 @@ SHAPES = [
     ("digits", (), (8, 8), (10,)),
     ("digits", (("order", "pixels"), ("split", "test")), (64, 1), (10,)),
     ("charlm", (("T", 16),), (16, 45), (16, 45)),
+    ("charlm", (("T", 100), ("split", "test")), (100, 45), (100, 45)),
+    ("charlm", (("T", 8), ("text", "stdlib_docs"), ("split", "test")), (8, 94), (8, 94)),
 ]
 
 
@@ -138,10 +142,23 @@ def test_longest_sunspots_window_fills_the_test_part():
 
 
 def test_both_splits_have_the_same_shapes():
-    for name, params, size in [("sunspots", (("T", 20), ("horizon", 2)), BIG), ("digits", (("order", "pixels"),), 256)]:
+    cases = [
+        ("sunspots", (("T", 20), ("horizon", 2)), BIG),
+        ("digits", (("order", "pixels"),), 256),
+        ("charlm", (("T", 32),), 256),
+    ]
+    for name, params, size in cases:
         (train, a), (test, b) = (_task_and_batch(name, params + (("split", s),), size) for s in real.SPLITS)
         assert (train.input_size, train.output_size) == (test.input_size, test.output_size)
         assert a.inputs.shape == b.inputs.shape and a.targets.shape == b.targets.shape
+        assert train.eval_batch.inputs.shape[1:] == test.eval_batch.inputs.shape[1:] == a.inputs.shape[1:]
+        assert len(train.eval_batch.inputs) > len(test.eval_batch.inputs)
+
+
+def _check_eval_batch(batch):
+    """Dtypes and shapes of an ``eval_batch``, as ``make_batch`` gives them."""
+    assert batch.inputs.dtype == batch.targets.dtype == jnp.float32 and batch.mask.dtype == jnp.bool_
+    assert batch.mask.shape == batch.inputs.shape[:2] and len(batch.targets) == len(batch.inputs)
 
 
 # --- sunspots ----------------------------------------------------------------------------------
@@ -189,6 +206,21 @@ def test_sunspots_baseline_is_persistence_as_scored(split):
     assert float(task.metric(persistence, batch)) == pytest.approx(_loss(task, persistence, batch), rel=1e-5)
 
 
+@pytest.mark.parametrize("split, T, h", [("train", 48, 1), ("test", 48, 1), ("test", 20, 3)])
+def test_sunspots_eval_batch_is_every_window_once_and_persistence_scores_the_baseline(split, T, h):
+    task = make_task("sunspots", T=T, horizon=h, split=split)
+    batch = task.eval_batch
+    _check_eval_batch(batch)
+    x = real.sunspots_split(split).values.astype(np.float32)
+    n = len(x) - T - h + 1
+    assert batch.inputs.shape == (n, T, 1) and bool(batch.mask.all())
+    for s in range(n):  # window s, in time order
+        np.testing.assert_array_equal(batch.inputs[s, :, 0], x[s : s + T])
+        np.testing.assert_array_equal(batch.targets[s, :, 0], x[s + h : s + h + T])
+    assert _loss(task, batch.inputs, batch) == pytest.approx(task.baseline, rel=1e-5)  # exactly, up to float32
+    assert float(task.metric(batch.inputs, batch)) == pytest.approx(task.baseline, rel=1e-5)
+
+
 def test_sunspots_metric_and_solved_rule():
     task, batch = _task_and_batch("sunspots")
     assert float(task.metric(batch.targets, batch)) == 0.0
@@ -229,6 +261,21 @@ def test_digits_batches_hold_examples_of_their_split(split):
     np.testing.assert_array_equal(pixels.inputs.reshape(256, 8, 8), batch.inputs)  # same draws, other layout
 
 
+@pytest.mark.parametrize("split, order", [("train", "rows"), ("test", "rows"), ("test", "pixels")])
+def test_digits_eval_batch_is_every_example_of_the_split_once(split, order):
+    task = make_task("digits", order=order, split=split)
+    batch = task.eval_batch
+    _check_eval_batch(batch)
+    inputs, labels = real.digits_split(split, order)
+    assert len(batch.inputs) == len(real.digits_indices(split)) == {"train": 1437, "test": 360}[split]
+    np.testing.assert_array_equal(batch.inputs, inputs)
+    np.testing.assert_array_equal(np.asarray(batch.targets).argmax(-1), labels)
+    assert bool(batch.mask.all())
+    assert _loss(task, jnp.zeros_like(batch.targets), batch) == pytest.approx(task.baseline, rel=1e-6)
+    wrong_on_first_ten = batch.targets.at[:10].set(jnp.roll(batch.targets[:10], 1, axis=-1))
+    assert float(task.metric(wrong_on_first_ten, batch)) == pytest.approx(1 - 10 / len(labels), rel=1e-6)
+
+
 def test_digits_baseline_metric_and_solved_rule():
     task, batch = _task_and_batch("digits", (), 256)
     assert task.baseline == math.log(10)
@@ -260,41 +307,95 @@ def test_stdlib_docs_text():
     assert make_task("charlm", T=8, text="stdlib_docs").input_size == len(set(text))
 
 
-def test_charlm_batches_are_next_character_windows_of_the_text():
+@pytest.mark.parametrize("text", ["zen", "stdlib_docs"])
+def test_charlm_split_and_vocabulary(text):
+    whole, train, test = real.charlm_text(text), real.charlm_split(text, "train"), real.charlm_split(text, "test")
+    assert train + test == whole and len(train) == int(0.8 * len(whole))
+    assert set(whole) == set(real.charlm_vocabulary(text))
+    if text == "zen":
+        assert (len(train), len(test)) == (684, 172) and test.endswith("let's do more of those!")
+        assert set(test) < set(whole)  # the test part lacks some characters: the vocabulary is the whole text's
+    sizes = {make_task("charlm", T=8, text=text, split=s).input_size for s in real.SPLITS}
+    assert sizes == {len(set(whole))}
+    with pytest.raises(ValueError, match=r"^split: expected one of \['train', 'test'\], got 'all'"):
+        real.charlm_split(text, "all")
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_charlm_batches_are_next_character_windows_of_their_split(split):
     T = 16
-    task, batch = _task_and_batch("charlm", (("T", T),), 512)
-    text, vocabulary = real.charlm_text("zen"), real.charlm_vocabulary("zen")
+    task, batch = _task_and_batch("charlm", (("T", T), ("split", split)), 512)
+    text, vocabulary = real.charlm_split("zen", split), real.charlm_vocabulary("zen")
     for one_hot in (batch.inputs, batch.targets):
         assert set(np.unique(one_hot)) == {0.0, 1.0}
         np.testing.assert_array_equal(np.asarray(one_hot).sum(-1), 1.0)
     np.testing.assert_array_equal(batch.inputs[:, 1:], batch.targets[:, :-1])
     ids = np.concatenate([np.asarray(batch.inputs).argmax(-1), np.asarray(batch.targets)[:, -1:].argmax(-1)], 1)
-    for row in ids:
-        assert "".join(vocabulary[k] for k in row) in text
+    starts = {text.find("".join(vocabulary[k] for k in row)) for row in ids}
+    assert -1 not in starts  # every window lies inside its split
+    if split == "test":  # 512 draws over the 156 windows of the test part reach both ends
+        assert {0, len(text) - T - 1} <= starts
 
 
-def test_charlm_baseline_is_the_unigram_entropy_as_scored():
+@pytest.mark.parametrize(
+    "text, split, T, windows",
+    [
+        ("zen", "test", 57, 3),  # 171 targets = 3 x 57: no partial window
+        ("zen", "test", 64, 3),  # 2 x 64 + 43: a last window overlapping the second, 43 steps counted
+        ("zen", "test", 171, 1),
+        ("zen", "train", 64, 11),  # 683 targets = 10 x 64 + 43
+        ("stdlib_docs", "test", 64, 118),
+    ],
+)
+def test_charlm_eval_batch_predicts_every_character_once(text, split, T, windows):
+    task = make_task("charlm", T=T, text=text, split=split)
+    batch = task.eval_batch
+    _check_eval_batch(batch)
+    chars, vocabulary = real.charlm_split(text, split), real.charlm_vocabulary(text)
+    assert batch.inputs.shape == (windows, T, len(vocabulary))
+    inputs, targets = np.asarray(batch.inputs).argmax(-1), np.asarray(batch.targets).argmax(-1)
+    mask = np.asarray(batch.mask)
+    assert mask.sum() == len(chars) - 1
+    predicted = "".join(vocabulary[k] for k in targets[mask])  # row by row: in reading order
+    assert predicted == chars[1:]
+    for row_in, row_out in zip(inputs, targets):  # each window is T + 1 consecutive characters of the split
+        window = "".join(vocabulary[k] for k in row_in) + vocabulary[row_out[-1]]
+        assert window in chars
+        np.testing.assert_array_equal(row_in[1:], row_out[:-1])
+    assert mask[:-1].all() and mask[-1].sum() == (len(chars) - 1) - (windows - 1) * T
+    assert mask[-1, -1] and (mask[-1].all() or not mask[-1, 0])  # a partial window counts its last steps
+
+
+@pytest.mark.parametrize("text, split", [("zen", "train"), ("zen", "test"), ("stdlib_docs", "test")])
+def test_charlm_baseline_is_the_unigram_entropy_of_the_split_as_scored(text, split):
     T = 64
-    task, batch = _task_and_batch("charlm")
-    text = real.charlm_text("zen")
-    counts = collections.Counter()
-    for s in range(len(text) - T):  # every window the batches draw from, equally likely
-        counts.update(text[s + 1 : s + T + 1])
+    task = make_task("charlm", T=T, text=text, split=split)
+    chars, vocabulary = real.charlm_split(text, split), real.charlm_vocabulary(text)
+    counts = collections.Counter(chars[1:])  # every target character of the split, once
     n = sum(counts.values())
     entropy = -sum(c / n * math.log(c / n) for c in counts.values())
     assert task.baseline == pytest.approx(entropy, rel=1e-12)
-    plain = collections.Counter(text)
-    text_entropy = -sum(c / len(text) * math.log(c / len(text)) for c in plain.values())
-    assert task.baseline == pytest.approx(text_entropy, rel=0.01)
     bits = entropy / math.log(2)
-    assert f"{bits:.4g} bits/char" in task.baseline_name
-    vocabulary = real.charlm_vocabulary("zen")
+    assert f"{bits:.4g} bits/char" in task.baseline_name and split in task.baseline_name
     unigram = jnp.asarray([math.log(counts[c] / n) if counts[c] else -1e9 for c in vocabulary], jnp.float32)
+    batch = task.eval_batch
     logits = jnp.broadcast_to(unigram.reshape(1, 1, -1), batch.targets.shape)
     loss = _loss(task, logits, batch)
-    assert loss == pytest.approx(task.baseline, rel=0.002)
-    assert float(task.metric(logits, batch)) == pytest.approx(loss / math.log(2), rel=1e-5)
+    assert loss == pytest.approx(task.baseline, rel=1e-5)  # exactly, up to float32
+    assert float(task.metric(logits, batch)) == pytest.approx(bits, rel=1e-5)
+    bits = task.baseline / math.log(2)
     assert task.solved(0.0, 0.49 * bits) and not task.solved(0.0, 0.5 * bits)
+
+
+def test_charlm_metric_counts_only_the_masked_steps():
+    task = make_task("charlm", T=64, split="test")
+    batch = task.eval_batch
+    assert not bool(batch.mask.all())
+    perfect = 100 * batch.targets
+    garbage = jnp.where(batch.mask[..., None], perfect, -100 * batch.targets)  # wrong where not counted
+    assert float(task.metric(garbage, batch)) < 1e-6
+    wrong = jnp.where(batch.mask[..., None], -100 * batch.targets, perfect)
+    assert float(task.metric(wrong, batch)) > 100
 
 
 def test_charlm_metric_of_perfect_and_uniform_predictors():

@@ -16,15 +16,19 @@ from _util import assert_trees_close
 
 from lstm_jax import checkpoint, rundir
 from lstm_jax.config import config_from_dict, load_config
+from lstm_jax.models import apply_model
 from lstm_jax.tasks import make_task
 from lstm_jax.train import (
     NonFiniteError,
+    evaluate,
     fit,
     init_state,
+    make_eval_step,
     make_optimizer,
     make_train_step,
     model_spec,
     run_keys,
+    tasks_for,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -287,21 +291,65 @@ def test_four_devices_give_the_same_losses_as_one(tmp_path):
     assert result.stdout.split() == ["4", "(4,", "3)", "True"], result.stderr
 
 
-def test_real_data_tasks_are_evaluated_on_their_test_split(tmp_path):
+@pytest.mark.parametrize("name", ["sunspots", "charlm"])
+def test_real_data_tasks_are_evaluated_on_their_test_split(tmp_path, name):
     pytest.importorskip("statsmodels")
     config = config_from_dict(
         {
-            "task": {"name": "sunspots", "params": {"T": 16}},
+            "task": {"name": name, "params": {"T": 16}},
             "model": {"hidden_size": 8},
             "train": {"steps": 10, "batch_size": 8, "eval_every": 10, "checkpoint_every": 10},
         }
     )
     summary = fit(config, tmp_path)
-    train_task, test_task = make_task("sunspots", T=16), make_task("sunspots", T=16, split="test")
-    assert train_task.baseline != test_task.baseline  # persistence differs between 1700-1946 and 1947-2008
+    train_task, test_task = make_task(name, T=16), make_task(name, T=16, split="test")
+    assert train_task.baseline != test_task.baseline  # e.g. persistence differs between 1700-1946 and 1947-2008
     assert summary["baseline"]["loss"] == test_task.baseline
+    spec = model_spec(config, test_task)
+    loss, metric = evaluate(make_eval_step(spec, test_task), test_task, final_params(tmp_path).params, None, 1, 1)
+    assert summary["final"] == {"loss": loss, test_task.metric_name: metric}  # scored on the whole test split
     with pytest.raises(ValueError, match="task.params.split: expected no value"):
-        fit(config_from_dict({"task": {"name": "sunspots", "params": {"split": "test"}}}), tmp_path / "x")
+        fit(config_from_dict({"task": {"name": name, "params": {"split": "test"}}}), tmp_path / "x")
+
+
+def _by_hand(name, spec, params):
+    """``(loss, metric)`` of a model on the whole test split, from the raw data, with numpy."""
+    from lstm_jax.tasks import real
+
+    logits_of = jax.jit(lambda x: apply_model(spec, params, x))
+    if name == "digits":  # every test image once: cross-entropy and accuracy
+        inputs, labels = real.digits_split("test", "rows")
+        logits = np.asarray(logits_of(jnp.asarray(inputs)), np.float64)
+        log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        return -log_p[np.arange(len(labels)), labels].mean(), np.mean(logits.argmax(-1) == labels)
+    if name == "sunspots":  # every test window of 16 years once: MSE of the next year's value
+        x = real.sunspots_split("test").values.astype(np.float32)
+        windows = np.stack([x[s : s + 17] for s in range(len(x) - 16)])
+        forecast = np.asarray(logits_of(jnp.asarray(windows[:, :16, None])))[..., 0]
+        mse = np.mean((forecast.astype(np.float64) - windows[:, 1:]) ** 2)
+        return mse, mse
+    # charlm, T = 57: the 171 target characters of the Zen's test part are 3 windows of 57, each once
+    text, vocabulary = real.charlm_split("zen", "test"), real.charlm_vocabulary("zen")
+    ids = np.array([vocabulary.index(c) for c in text])
+    chunks = np.stack([ids[s : s + 58] for s in (0, 57, 114)])
+    logits = np.asarray(logits_of(jax.nn.one_hot(jnp.asarray(chunks[:, :57]), len(vocabulary))), np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nats = -np.take_along_axis(log_p, chunks[:, 1:, None], -1).mean()
+    return nats, nats / np.log(2)
+
+
+@pytest.mark.parametrize("name, params", [("digits", {}), ("sunspots", {"T": 16}), ("charlm", {"T": 57})])
+def test_evaluation_on_a_finite_test_split_scores_every_example_once(name, params):
+    pytest.importorskip("statsmodels")
+    pytest.importorskip("sklearn")
+    config = config_from_dict({"task": {"name": name, "params": params}, "model": {"hidden_size": 8}})
+    _, test_task = tasks_for(config)
+    spec = model_spec(config, test_task)
+    params_ = init_state(config, test_task, make_optimizer(config.optim, 10), run_keys(0)[0]).params
+    eval_step = make_eval_step(spec, test_task)
+    first = evaluate(eval_step, test_task, params_, jax.random.key(1), 1, 4)
+    assert evaluate(eval_step, test_task, params_, jax.random.key(2), 5, 64) == first  # no draws: deterministic
+    np.testing.assert_allclose(first, _by_hand(name, spec, params_), rtol=1e-5)
 
 
 def test_cli_sample_from_a_character_model(tmp_path, capsys):
