@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lstm_jax import fast
 from lstm_jax.cells import (
     LSTM_CELL,
     Cell,
@@ -63,6 +64,7 @@ def model_loss(
     loss: str,
     reduction: str = "sum_over_time",
     lengths: Array | None = None,
+    impl: str = "auto",
 ) -> Array:
     """The forward pass the gradients are of: :func:`unroll`, then ``V h_t + c``, then the loss.
 
@@ -70,8 +72,9 @@ def model_loss(
       xs: ``(*batch, T, M)``; targets ``(*batch, T, N)`` (or ``(*batch, N)`` for ``"last"``).
       loss, reduction: see :func:`lstm_jax.losses.sequence_loss`.
       lengths: optional ``(*batch)`` valid steps (right padding); masks both the unroll and the loss.
+      impl: the unroll's implementation (:func:`lstm_jax.unroll.unroll`).
     """
-    _, hs = unroll(cell, params, xs, carry0, lengths=lengths)
+    _, hs = unroll(cell, params, xs, carry0, lengths=lengths, impl=impl)
     mask = None if lengths is None else valid_steps(lengths, xs.shape[-2])
     return sequence_loss(loss, dense(head, hs), targets, reduction=reduction, mask=mask)
 
@@ -85,8 +88,8 @@ def autodiff_bptt(
     if carry0 is None:
         carry0 = cell.zeros(params, xs.shape[:-2])
 
-    def f(p, h, c0):
-        return model_loss(cell, p, h, xs, targets, c0, **loss_kwargs)
+    def f(p, h, c0):  # jax.grad through the plain lax.scan, not the fast path's custom_vjp
+        return model_loss(cell, p, h, xs, targets, c0, impl="scan", **loss_kwargs)
 
     value, grads = jax.value_and_grad(f, argnums=(0, 1, 2))(params, head, carry0)
     return value, BPTTGrads(*grads)
@@ -133,31 +136,22 @@ def _forward(cell, params, head, xs, targets, carry0, loss, reduction, lengths) 
     return _Forward(value, xs_tm, zs, carries, carry0, valid, dh_out, head_grads)
 
 
-def _previous(carries, carry0):
-    """Per leaf, the carry *before* each step: ``[carry0, carry_1, ..., carry_{T-1}]``."""
-    return jax.tree.map(lambda cs, c0: jnp.concatenate([c0[None], cs[:-1]], axis=0), carries, carry0)
-
-
 def _weight_grads(dz: Array, xs: Array, h_prev: Array, params) -> Any:
     """The weight gradients as single matmuls over all steps: Σ_t dz_t [x_t; h_{t-1}]ᵀ, Σ_t dz_t."""
-    acc = accumulation_dtype(dz.dtype)  # sums over all steps: float32 at least
-
-    def total(spec, a, b):
-        return jnp.einsum(spec, a, b, preferred_element_type=acc).astype(dz.dtype)
-
     return type(params)(
-        w_ih=total("t...g,t...m->gm", dz, xs),
-        w_hh=total("t...g,t...d->gd", dz, h_prev),
-        b=dz.reshape(-1, dz.shape[-1]).sum(0, dtype=acc).astype(dz.dtype),
+        w_ih=fast.sum_over_steps(dz, xs),
+        w_hh=fast.sum_over_steps(dz, h_prev),
+        b=dz.reshape(-1, dz.shape[-1]).sum(0, dtype=accumulation_dtype(dz.dtype)).astype(dz.dtype),
     )
 
 
-#: f'(a) written in terms of h = f(a), as the article does (f' = 1 − h² for tanh).
-_DERIVATIVE_FROM_OUTPUT = {
-    "tanh": lambda h: 1 - h**2,
-    "sigmoid": lambda h: h * (1 - h),
-    "relu": lambda h: (h > 0).astype(h.dtype),
-}
+def _backward(cell: Cell, params, fwd: _Forward, saved):
+    """The reverse scan of :mod:`lstm_jax.fast` (the per-step formulas live there), then the weight GEMMs."""
+    kernel = fast.KERNELS[cell]
+    dfinal = jax.tree.map(jnp.zeros_like, fwd.carry0)
+    args = (params.w_hh, fwd.carry0, fwd.carries, saved, fwd.valid, dfinal, fwd.dh_out)
+    dcarry0, dz, h_prev = fast.backward(kernel, False, 1, *args)
+    return BPTTGrads(_weight_grads(dz, fwd.xs, h_prev, params), fwd.head_grads, dcarry0)
 
 
 def rnn_bptt(
@@ -192,23 +186,9 @@ def rnn_bptt(
       ``(loss, BPTTGrads(cell=RNNParams, head=DenseParams, carry0=dL/dh0))``, equal to
       :func:`autodiff_bptt` to rounding.
     """
-    cell = rnn_cell(activation)
+    cell = rnn_cell(activation)  # steps: lstm_jax.fast.rnn_grad_step
     fwd = _forward(cell, params, head, xs, targets, carry0, loss, reduction, lengths)
-    f_prime = _DERIVATIVE_FROM_OUTPUT[activation]
-
-    def backward_step(dh_next, inputs):
-        dh_out, h, valid = inputs
-        v = valid[..., None]
-        g = dh_next + dh_out  # ∂L/∂h_t = Vᵀe_t + Uᵀδ_{t+1}
-        delta = jnp.where(v, g * f_prime(h), 0)  # δ_t = ∂L/∂h_t ⊙ f'(a_t)
-        dh_prev = jnp.where(v, delta @ params.w_hh, g)  # Uᵀδ_t; a padded step passes ∂L/∂h_t on
-        return dh_prev, delta
-
-    dh0, deltas = jax.lax.scan(
-        backward_step, jnp.zeros_like(fwd.carry0), (fwd.dh_out, fwd.carries, fwd.valid), reverse=True
-    )
-    cell_grads = _weight_grads(deltas, fwd.xs, _previous(fwd.carries, fwd.carry0), params)
-    return fwd.loss, BPTTGrads(cell_grads, fwd.head_grads, dh0)
+    return fwd.loss, _backward(cell, params, fwd, None)
 
 
 def lstm_bptt(
@@ -241,32 +221,8 @@ def lstm_bptt(
       ``(loss, BPTTGrads(cell=LSTMParams, head=DenseParams, carry0=LSTMState(dL/dh0, dL/dc0)))``.
     """
     fwd = _forward(LSTM_CELL, params, head, xs, targets, carry0, loss, reduction, lengths)
-    prev = _previous(fwd.carries, fwd.carry0)
-    # Recompute the gates of every step at once from the stored carries (no scan needed).
-    gates = lstm_gates(fwd.zs + prev.h @ params.w_hh.T)
-
-    def backward_step(carry, inputs):
-        dh_next, dc_next = carry
-        dh_out, c, c_prev, (i, f, g, o), valid = inputs
-        v = valid[..., None]
-        dh = dh_next + dh_out  # ∂L/∂h_t: from the output and from step t+1
-        tanh_c = jnp.tanh(c)
-        dc = dc_next + dh * o * (1 - tanh_c**2)  # back through h_t = o_t ⊙ tanh(c_t)
-        dz_o = dh * tanh_c * o * (1 - o)  # output gate, through σ
-        dz_f = dc * c_prev * f * (1 - f)  # forget gate, through σ
-        dz_i = dc * g * i * (1 - i)  # input gate, through σ
-        dz_g = dc * i * (1 - g**2)  # candidate, through tanh
-        dz = jnp.where(v, jnp.concatenate([dz_i, dz_f, dz_g, dz_o], axis=-1), 0)
-        dh_prev = jnp.where(v, dz @ params.w_hh, dh)  # W_hhᵀ dz; a padded step passes dh on
-        dc_prev = jnp.where(v, dc * f, dc_next)  # through c_t = f_t ⊙ c_{t-1} + …
-        return (dh_prev, dc_prev), dz
-
-    zeros = jnp.zeros_like(fwd.carry0.h)
-    (dh0, dc0), dz = jax.lax.scan(
-        backward_step,
-        (zeros, zeros),
-        (fwd.dh_out, fwd.carries.c, prev.c, gates, fwd.valid),
-        reverse=True,
-    )
-    cell_grads = _weight_grads(dz, fwd.xs, prev.h, params)
-    return fwd.loss, BPTTGrads(cell_grads, fwd.head_grads, LSTMState(dh0, dc0))
+    # Recompute the gates of every step at once from the stored carries (no scan needed);
+    # steps: lstm_jax.fast.lstm_grad_step.
+    h_prev = jnp.concatenate([fwd.carry0.h[None], fwd.carries.h[:-1]], axis=0)
+    gates = lstm_gates(fwd.zs + h_prev @ params.w_hh.T)
+    return fwd.loss, _backward(LSTM_CELL, params, fwd, gates)

@@ -14,16 +14,30 @@ carry unchanged and outputs zeros, so the final carry is each sequence's carry a
 step. With ``reverse=True`` the scan runs from ``T-1`` down to 0; since padded steps leave the
 carry untouched, each sequence is read backwards *within its own length*, which is what the
 backward half of a bidirectional layer needs.
+
+Implementations (``impl``): ``"fast"`` is the ``custom_vjp`` recurrence of :mod:`lstm_jax.fast`
+(same forward numbers, a backward pass that leaves the weight gradient to one GEMM); ``"scan"`` is
+the plain ``lax.scan`` differentiated by ``jax.grad`` (the reference, and the one with forward-mode
+derivatives); ``"auto"`` (default) is ``"fast"`` for the built-in cells and ``"scan"`` otherwise.
+
+Long sequences (``remat``, ``truncate``): the time axis can be cut into chunks of ``K`` steps run by
+an outer ``lax.scan``. With ``remat="sqrt"`` (``K = ⌈√T⌉``) or ``remat=K`` each chunk is a
+``jax.checkpoint``: the backward pass keeps only the carries between chunks and recomputes one
+chunk at a time, so the memory of BPTT falls from ``O(T)`` per-step intermediates to ``O(T/K + K)``
+(plus the outputs). ``remat="step"`` checkpoints every step of the plain scan instead.
+``truncate=K`` is truncated BPTT: the carry enters each chunk under ``stop_gradient``, so gradients
+reach back at most ``K`` steps (and none reaches ``carry0``); the forward numbers are unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from lstm_jax import _checks
+from lstm_jax import _checks, fast
 from lstm_jax.cells import Cell, check_carry, check_input, check_params
 
 Array = jax.Array
@@ -125,7 +139,98 @@ def check_layer_input(cell: Cell, params, xs: Array, meaning: str) -> None:
         _checks.check_ndim("inputs", xs, 2, meaning)
 
 
-def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, *, reverse: bool, unroll: int | bool):
+IMPLS = ("auto", "fast", "scan")
+#: ``remat`` values besides a positive chunk length.
+REMATS = (None, "step", "sqrt")
+#: ``lax.scan`` unroll factor per backend when ``unroll=None``, measured with
+#: ``experiments/bench.py`` (see ``docs/benchmarks.md``); other backends get 1.
+DEFAULT_UNROLL = {"cpu": 1, "gpu": 8}
+
+
+class Options(NamedTuple):
+    """How a layer is run; :func:`check_options` validates and resolves the public arguments."""
+
+    reverse: bool = False
+    unroll: int | bool = 1
+    impl: str = "auto"
+    remat: str | int | None = None
+    truncate: int | None = None
+
+
+def check_options(cell: Cell, *, reverse=False, unroll=None, impl="auto", remat=None, truncate=None) -> Options:
+    """Validate ``impl``, ``remat``, ``truncate`` (and resolve ``unroll=None`` to the backend's default)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
+    if impl == "fast" and fast.kernel_for(cell) is None:
+        raise ValueError(
+            f"impl: expected 'auto' or 'scan' for the plain step function {cell.name} (no fast kernel), got 'fast'"
+        )
+    if not (remat in REMATS or (_is_int(remat) and remat >= 1)):
+        raise ValueError(f"remat: expected one of {REMATS} or a chunk length >= 1, got {remat!r}")
+    if remat == "step" and impl == "fast":
+        raise ValueError("remat: expected None, 'sqrt' or a chunk length with impl='fast', got 'step'")
+    if not (truncate is None or (_is_int(truncate) and truncate >= 1)):
+        raise ValueError(f"truncate: expected None or a chunk length >= 1, got {truncate!r}")
+    if truncate is not None and remat not in (None, truncate):
+        raise ValueError(f"remat: expected None or the chunk length {truncate} of truncate, got {remat!r}")
+    if unroll is None:
+        unroll = DEFAULT_UNROLL.get(jax.default_backend(), 1)
+    return Options(reverse, unroll, impl, remat, truncate)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options):
+    """The recurrence over projected inputs by the chosen implementation: ``(final carry, hs)``."""
+    kernel = fast.kernel_for(cell)
+    if options.impl != "scan" and options.remat != "step" and kernel is not None:
+        return fast.recurrence(kernel, options.reverse, options.unroll, params.w_hh, zs, carry0, valid)
+    if options.remat == "step":
+        recur = jax.checkpoint(cell.recur)
+        cell = cell._replace(recur=recur)
+    return scan_cell(cell, params, zs, carry0, valid, reverse=options.reverse, unroll=options.unroll)
+
+
+def _chunk_length(options: Options, num_steps: int) -> int | None:
+    if options.truncate is not None:
+        return options.truncate
+    if options.remat == "sqrt":
+        return max(1, math.isqrt(num_steps - 1) + 1) if num_steps > 1 else 1
+    return options.remat if _is_int(options.remat) else None
+
+
+def _chunked(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, length: int):
+    """Project and scan ``length`` steps at a time in an outer scan (checkpointed or truncated chunks).
+
+    ``T`` is padded to a multiple of ``length`` with invalid steps, which hold the carry.
+    """
+    num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
+    chunks = -(-num_steps // length)
+    pad = chunks * length - num_steps
+    if valid is None and pad:
+        valid = jnp.ones((num_steps, *batch_shape), bool)
+    if pad:
+        xs_tm = jnp.concatenate([xs_tm, jnp.zeros((pad, *xs_tm.shape[1:]), xs_tm.dtype)])
+        valid = jnp.concatenate([valid, jnp.zeros((pad, *batch_shape), bool)])
+
+    def split(a):
+        return None if a is None else a.reshape(chunks, length, *a.shape[1:])
+
+    def chunk(carry, inputs):
+        xs_chunk, valid_chunk = inputs
+        if options.truncate is not None:
+            carry = jax.lax.stop_gradient(carry)
+        return _scan(cell, params, cell.project(params, xs_chunk), carry, valid_chunk, options)
+
+    if options.remat is not None:
+        chunk = jax.checkpoint(chunk)
+    carry, hs = jax.lax.scan(chunk, carry0, (split(xs_tm), split(valid)), reverse=options.reverse)
+    return carry, hs.reshape(chunks * length, *hs.shape[2:])[:num_steps]
+
+
+def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
     """One layer on checked, time-major inputs: default and check the carry, project, scan."""
     batch_shape = xs_tm.shape[1:-1]
     if carry0 is None:
@@ -134,8 +239,11 @@ def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, *, reverse: bool, un
         carry0 = cell.zeros(params, batch_shape)
     if cell.gates:
         check_carry(cell, params, carry0, batch_shape)
+    length = _chunk_length(options, xs_tm.shape[0])
+    if length is not None:
+        return _chunked(cell, params, xs_tm, carry0, valid, options, length)
     zs = cell.project(params, xs_tm)  # one GEMM for all steps
-    return scan_cell(cell, params, zs, carry0, valid, reverse=reverse, unroll=unroll)
+    return _scan(cell, params, zs, carry0, valid, options)
 
 
 def unroll(
@@ -147,7 +255,10 @@ def unroll(
     lengths: Array | None = None,
     time_major: bool = False,
     reverse: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
+    impl: str = "auto",
+    remat: str | int | None = None,
+    truncate: int | None = None,
 ):
     r"""Run ``cell`` over sequences: :math:`(c_t, h_t) = \mathrm{cell}(c_{t-1}, x_t)` for each t.
 
@@ -159,7 +270,10 @@ def unroll(
       lengths: optional integer ``(*batch)``: valid steps per sequence (right padding).
       time_major: layout of ``xs`` and of the returned outputs.
       reverse: run from the last step to the first (within each sequence's length).
-      unroll: ``lax.scan``'s unroll factor.
+      unroll: ``lax.scan``'s unroll factor; ``None``: :data:`DEFAULT_UNROLL` for the backend.
+      impl: ``"auto"``, ``"fast"`` or ``"scan"`` (module docstring); all give the same numbers.
+      remat: ``None``, ``"step"``, ``"sqrt"`` or a chunk length: checkpointing for long sequences.
+      truncate: ``None`` or ``K``: truncated BPTT, gradients reach back at most ``K`` steps.
 
     Returns:
       ``(final_carry, hs)``; ``hs`` has the layout of ``xs`` with ``D`` features, zero at padding.
@@ -168,13 +282,14 @@ def unroll(
       ValueError: when shapes or dtypes of inputs, parameters, carry or lengths do not fit.
     """
     cell = as_cell(cell)
+    options = check_options(cell, reverse=reverse, unroll=unroll, impl=impl, remat=remat, truncate=truncate)
     check_layer_input(cell, params, xs, "(T, *batch, M)" if time_major else "(*batch, T, M)")
     xs_tm, valid = time_major_inputs(xs, lengths, time_major)
-    carry, hs = _layer(cell, params, xs_tm, carry0, valid, reverse=reverse, unroll=unroll)
+    carry, hs = _layer(cell, params, xs_tm, carry0, valid, options)
     return carry, (hs if time_major else jnp.moveaxis(hs, 0, -2))
 
 
-def _bidirectional_layer(cell: Cell, params: Bidirectional, hs: Array, carry, valid, unroll, layer: int):
+def _bidirectional_layer(cell: Cell, params: Bidirectional, hs: Array, carry, valid, options: Options, layer: int):
     """Both directions of one layer on time-major ``hs``; outputs concatenated ``[h_fwd; h_bwd]``."""
     carry = carry if carry is not None else Bidirectional(None, None)
     if not isinstance(carry, Bidirectional):
@@ -192,8 +307,7 @@ def _bidirectional_layer(cell: Cell, params: Bidirectional, hs: Array, carry, va
                 hs,
                 getattr(carry, direction),
                 valid,
-                reverse=direction == "backward",
-                unroll=unroll,
+                options._replace(reverse=direction == "backward"),
             )
         )
     (c_f, h_f), (c_b, h_b) = outputs
@@ -208,7 +322,10 @@ def unroll_layers(
     *,
     lengths: Array | None = None,
     time_major: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
+    impl: str = "auto",
+    remat: str | int | None = None,
+    truncate: int | None = None,
 ):
     """Stacked (and optionally bidirectional) layers: layer ``l`` reads the outputs of layer ``l-1``.
 
@@ -219,12 +336,14 @@ def unroll_layers(
         :func:`lstm_jax.init.init_layers` builds them.
       carry0: ``None`` or one initial carry per layer (a ``Bidirectional`` pair for a
         bidirectional layer); ``None`` entries mean zeros.
-      lengths, time_major, unroll: as in :func:`unroll`; lengths are checked and masked once.
+      lengths, time_major, unroll, impl, remat, truncate: as in :func:`unroll`; lengths are
+        checked and masked once.
 
     Returns:
       ``(final_carries, hs)``: a tuple with one final carry per layer, and the last layer's outputs.
     """
     cell = as_cell(cell)
+    options = check_options(cell, unroll=unroll, impl=impl, remat=remat, truncate=truncate)
     if len(layers) == 0:
         raise ValueError("layers: expected at least one layer, got an empty sequence")
     if carry0 is None:
@@ -238,10 +357,10 @@ def unroll_layers(
     for layer, (params, carry) in enumerate(zip(layers, carry0)):
         try:
             if isinstance(params, Bidirectional):
-                carry, hs = _bidirectional_layer(cell, params, hs, carry, valid, unroll, layer)
+                carry, hs = _bidirectional_layer(cell, params, hs, carry, valid, options, layer)
             else:
                 check_layer_input(cell, params, hs, "(T, *batch, features)")
-                carry, hs = _layer(cell, params, hs, carry, valid, reverse=False, unroll=unroll)
+                carry, hs = _layer(cell, params, hs, carry, valid, options)
         except ValueError as error:  # name the layer; shapes in the message are time-major
             raise ValueError(f"layer {layer}: {error}") from None
         finals.append(carry)

@@ -1,0 +1,232 @@
+r"""The fast path: the recurrence as a ``jax.custom_vjp`` whose backward pass does the least work.
+
+``jax.grad`` through a plain ``lax.scan`` saves every intermediate of every step and, in the
+reverse scan, recomputes what it did not save and forms the weight gradient one step at a time
+(``T`` small matmuls accumulated into ``∂L/∂W_hh``). Here the forward scan saves only the carries
+and, for the LSTM, the gate activations; the reverse scan computes only the pre-activation
+gradients :math:`dz_t` and :math:`dh_{t-1} = W_{hh}^\top dz_t`; the weight gradient is then one GEMM
+over all steps,
+
+.. math:: \frac{\partial L}{\partial W_{hh}} = \sum_t dz_t\, h_{t-1}^\top
+          = dZ^\top H_{\mathrm{prev}} \quad (dZ: (T·B, G·D),\ H_{\mathrm{prev}}: (T·B, D)),
+
+and :math:`\partial L / \partial z_t = dz_t` flows back through the hoisted input projection
+:math:`z_t = W_{ih} x_t + b` (one more GEMM, by ordinary autodiff). The per-step formulas are those
+of the manual BPTT in :mod:`lstm_jax.bptt` (``docs/maths.md``): :func:`rnn_grad_step` and
+:func:`lstm_grad_step` are shared by both.
+
+A :class:`Kernel` holds a cell's two step functions; :data:`KERNELS` maps each built-in
+:class:`~lstm_jax.cells.Cell` to its kernel. :func:`lstm_jax.unroll.unroll` uses the kernel by
+default (``impl="auto"``), and the plain scan with ``impl="scan"``.
+
+Limits: a ``custom_vjp`` has no forward-mode derivative, so ``jax.jvp``/``jax.jacfwd`` (and
+forward-over-reverse Hessians) need ``impl="scan"``; reverse-over-reverse works, since the backward
+pass is itself written in differentiable JAX.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax.cells import ACTIVATIONS, LSTM_CELL, Cell, LSTMState, lstm_gates, rnn_cell
+from lstm_jax.losses import accumulation_dtype
+
+Array = jax.Array
+
+#: f'(a) written in terms of h = f(a), as the article does (f' = 1 − h² for tanh).
+DERIVATIVE_FROM_OUTPUT: dict[str, Callable[[Array], Array]] = {
+    "tanh": lambda h: 1 - h**2,
+    "sigmoid": lambda h: h * (1 - h),
+    "relu": lambda h: (h > 0).astype(h.dtype),
+}
+
+
+class Kernel(NamedTuple):
+    """A cell's recurrence split for :func:`recurrence`'s ``custom_vjp``.
+
+    Attributes:
+      step: ``(w_hh, carry, z_t) -> (carry_t, saved_t)``: one forward step; ``saved_t`` is what the
+        backward step needs besides the carries (the LSTM's gate activations; ``None`` for the RNN).
+      grad_step: ``(w_hh, dcarry_t, carry_t, carry_prev, saved_t) -> (dcarry_prev, dz_t)``: given
+        ``∂L/∂carry_t`` (output gradient already added to its ``h``), the gradients of the previous
+        carry and of the pre-activation ``z_t``.
+      hidden: ``carry -> h`` (the step's output and the operand of ``W_hh``).
+    """
+
+    step: Callable[[Array, Any, Array], tuple[Any, Any]]
+    grad_step: Callable[[Array, Any, Any, Any, Any], tuple[Any, Array]]
+    hidden: Callable[[Any], Array]
+
+
+def _rnn_step(activation: str, w_hh: Array, h: Array, z: Array) -> tuple[Array, None]:
+    r""":math:`h_t = f(z_t + W_{hh} h_{t-1})`."""
+    return ACTIVATIONS[activation](z + h @ w_hh.T), None
+
+
+def rnn_grad_step(activation: str, w_hh: Array, dh: Array, h: Array, h_prev: Array, saved=None):
+    r"""One simple-RNN backward step: :math:`\delta_t = dh_t \odot f'(a_t)`, :math:`dh_{t-1} = W_{hh}^\top \delta_t`.
+
+    ``dh`` is :math:`\partial L/\partial h_t` in total (from the output and from step ``t+1``);
+    :math:`f'` is computed from :math:`h_t` (:data:`DERIVATIVE_FROM_OUTPUT`). Returns ``(dh_prev, δ_t)``.
+    """
+    delta = dh * DERIVATIVE_FROM_OUTPUT[activation](h)
+    return delta @ w_hh, delta
+
+
+def _lstm_step(w_hh: Array, carry: LSTMState, z: Array) -> tuple[LSTMState, Array]:
+    """The LSTM step of :mod:`lstm_jax.cells`, also returning the gate activations ``[i, f, g, o]``."""
+    gates = lstm_gates(z + carry.h @ w_hh.T)
+    i, f, g, o = gates
+    c = f * carry.c + i * g
+    return LSTMState(o * jnp.tanh(c), c), jnp.concatenate(gates, axis=-1)
+
+
+def lstm_grad_step(w_hh: Array, dcarry: LSTMState, carry: LSTMState, carry_prev: LSTMState, gates):
+    r"""One LSTM backward step (``docs/maths.md``), gates ``(i, f, g, o)`` fused or as a 4-tuple.
+
+    .. math::
+       dc_t &\mathrel{+}= dh_t \odot o_t \odot (1 - \tanh^2 c_t), \quad
+       dz_o = dh_t \odot \tanh c_t \odot o_t(1-o_t), \quad dz_f = dc_t \odot c_{t-1} \odot f_t(1-f_t) \\
+       dz_i &= dc_t \odot \tilde c_t \odot i_t(1-i_t), \quad dz_g = dc_t \odot i_t \odot (1-\tilde c_t^2), \quad
+       dh_{t-1} = W_{hh}^\top dz_t, \quad dc_{t-1} = f_t \odot dc_t
+
+    ``dcarry`` is ``LSTMState(∂L/∂h_t in total, ∂L/∂c_t from step t+1)``. Returns
+    ``(LSTMState(dh_prev, dc_prev), dz_t)`` with ``dz_t = [dz_i; dz_f; dz_g; dz_o]``.
+    """
+    i, f, g, o = jnp.split(gates, 4, axis=-1) if isinstance(gates, jax.Array) else gates
+    dh = dcarry.h
+    tanh_c = jnp.tanh(carry.c)
+    dc = dcarry.c + dh * o * (1 - tanh_c**2)  # back through h_t = o_t ⊙ tanh(c_t)
+    dz = jnp.concatenate(
+        [
+            dc * g * i * (1 - i),  # input gate, through σ
+            dc * carry_prev.c * f * (1 - f),  # forget gate, through σ
+            dc * i * (1 - g**2),  # candidate, through tanh
+            dh * tanh_c * o * (1 - o),  # output gate, through σ
+        ],
+        axis=-1,
+    )
+    return LSTMState(dz @ w_hh, dc * f), dz
+
+
+def _rnn_kernel(activation: str) -> Kernel:
+    def grad_step(w_hh, dh, h, h_prev, saved):
+        return rnn_grad_step(activation, w_hh, dh, h, h_prev)
+
+    return Kernel(functools.partial(_rnn_step, activation), grad_step, lambda h: h)
+
+
+def _lstm_hidden(carry: LSTMState) -> Array:
+    return carry.h
+
+
+#: The kernel of every built-in cell (``Cell`` objects are hashable; ``rnn_cell`` is cached).
+KERNELS: dict[Cell, Kernel] = {
+    LSTM_CELL: Kernel(_lstm_step, lstm_grad_step, _lstm_hidden),
+    **{rnn_cell(a): _rnn_kernel(a) for a in ACTIVATIONS},
+}
+
+
+def kernel_for(cell: Cell) -> Kernel | None:
+    """The fast kernel of ``cell``, or ``None`` when it has none (a plain step function)."""
+    return KERNELS.get(cell)
+
+
+# ----------------------------------------------------------------------------------------------
+# The custom_vjp recurrence.
+
+
+def _hold(valid, new, old):
+    """Per leaf: ``new`` where the step is valid, ``old`` (the held carry) where it is padding."""
+    if valid is None:
+        return new
+    keep = valid[..., None]
+    return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
+
+
+def _forward(kernel: Kernel, reverse: bool, unroll, w_hh, zs, carry0, valid):
+    """The forward scan; returns ``((final carry, hs), (carries, saved))``."""
+
+    def body(carry, inputs):
+        z, v = inputs
+        new, saved = kernel.step(w_hh, carry, z)
+        return _hold(v, new, carry), (_hold(v, new, carry), saved)
+
+    final, (carries, saved) = jax.lax.scan(body, carry0, (zs, valid), reverse=reverse, unroll=unroll)
+    hs = kernel.hidden(carries)
+    if valid is not None:
+        hs = jnp.where(valid[..., None], hs, jnp.zeros_like(hs))
+    return (final, hs), (carries, saved)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def recurrence(kernel: Kernel, reverse: bool, unroll, w_hh: Array, zs: Array, carry0, valid):
+    """``(final carry, hs)`` of the recurrence over projected inputs ``zs`` ``(T, *batch, G·D)``.
+
+    The same numbers as :func:`lstm_jax.unroll.scan_cell` (``valid``: ``(T, *batch)`` bool or
+    ``None``), with the cheaper backward pass described in the module docstring.
+    """
+    return _forward(kernel, reverse, unroll, w_hh, zs, carry0, valid)[0]
+
+
+def _recurrence_fwd(kernel, reverse, unroll, w_hh, zs, carry0, valid):
+    out, (carries, saved) = _forward(kernel, reverse, unroll, w_hh, zs, carry0, valid)
+    return out, (w_hh, carry0, carries, saved, valid)
+
+
+def _shift(carries, carry0, reverse: bool):
+    """Per leaf, the carry *before* each step (in scan order): ``carry0`` then all but the last."""
+    if reverse:
+        return jax.tree.map(lambda cs, c0: jnp.concatenate([cs[1:], c0[None]], axis=0), carries, carry0)
+    return jax.tree.map(lambda cs, c0: jnp.concatenate([c0[None], cs[:-1]], axis=0), carries, carry0)
+
+
+def _add_to_hidden(dcarry, dh):
+    """``dcarry`` with ``dh`` added to its hidden-state leaf (the RNN's carry *is* ``h``)."""
+    return dcarry._replace(h=dcarry.h + dh) if isinstance(dcarry, LSTMState) else dcarry + dh
+
+
+def backward(kernel: Kernel, reverse: bool, unroll, w_hh, carry0, carries, saved, valid, dfinal, dhs):
+    """The reverse scan of BPTT: ``(∂L/∂carry0, dz (T, *batch, G·D), h_prev (T, *batch, D))``.
+
+    Args:
+      carries: the carry after every step (held at padded steps), time-major, in step order.
+      saved: the kernel's ``saved_t`` for every step.
+      dfinal: ``∂L/∂`` final carry; dhs: ``∂L/∂h_t`` from the outputs, ``(T, *batch, D)``.
+    """
+    prev = _shift(carries, carry0, reverse)
+
+    def body(dcarry, inputs):
+        dh_out, carry, carry_prev, saved_t, v = inputs
+        dcarry_prev, dz = kernel.grad_step(w_hh, _add_to_hidden(dcarry, dh_out), carry, carry_prev, saved_t)
+        if v is not None:  # a padded step held the carry: its gradient passes through unchanged
+            dcarry_prev = _hold(v, dcarry_prev, dcarry)
+            dz = jnp.where(v[..., None], dz, jnp.zeros_like(dz))
+        return dcarry_prev, dz
+
+    dcarry0, dzs = jax.lax.scan(body, dfinal, (dhs, carries, prev, saved, valid), reverse=not reverse, unroll=unroll)
+    return dcarry0, dzs, kernel.hidden(prev)
+
+
+def sum_over_steps(dz: Array, a: Array) -> Array:
+    r""":math:`\sum_{t,b} dz_{t,b}\, a_{t,b}^\top` as one GEMM over all steps and batch entries, accumulated
+    in float32 at least (the weight gradients :math:`\partial L/\partial W = \sum_t dz_t a_t^\top`)."""
+    acc = accumulation_dtype(dz.dtype)
+    total = jnp.einsum(
+        "ng,nd->gd", dz.reshape(-1, dz.shape[-1]), a.reshape(-1, a.shape[-1]), preferred_element_type=acc
+    )
+    return total.astype(dz.dtype)
+
+
+def _recurrence_bwd(kernel, reverse, unroll, residuals, cotangents):
+    w_hh, carry0, carries, saved, valid = residuals
+    dfinal, dhs = cotangents
+    dcarry0, dzs, h_prev = backward(kernel, reverse, unroll, w_hh, carry0, carries, saved, valid, dfinal, dhs)
+    return sum_over_steps(dzs, h_prev), dzs, dcarry0, None
+
+
+recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

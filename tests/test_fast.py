@@ -1,0 +1,275 @@
+"""The fast path (custom_vjp recurrence, chunked remat, truncated BPTT) against the plain scan.
+
+The reference is ``impl="scan"``: ``jax.grad`` through ``lax.scan``, itself checked against a
+Python loop and finite differences elsewhere. float64 to 1e-10, float32 to 1e-5.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _util import assert_trees_close
+
+from lstm_jax import fast
+from lstm_jax.cells import LSTMState, add_bias, lstm_cell, rnn_cell
+from lstm_jax.init import init_layers, init_lstm, init_rnn
+from lstm_jax.unroll import DEFAULT_UNROLL, Bidirectional, unroll, unroll_layers
+
+M, D = 3, 4
+F64 = dict(rtol=1e-10, atol=1e-12)
+F32 = dict(rtol=1e-5, atol=1e-6)
+CELLS = ["lstm", "tanh", "sigmoid", "relu"]
+
+
+def _cell(name):
+    return lstm_cell() if name == "lstm" else rnn_cell(name)
+
+
+def _problem(name, key, batch=(3,), T=7, dtype=jnp.float64):
+    """Parameters, inputs, a random non-zero initial carry and lengths (one sequence empty)."""
+    k_p, k_x, k_c = jax.random.split(key, 3)
+    cell = _cell(name)
+    params = (init_lstm if name == "lstm" else init_rnn)(k_p, M, D, dtype=dtype)
+    xs = jax.random.normal(k_x, (*batch, T, M), dtype)
+    zeros = cell.zeros(params, batch)
+    leaves = [jax.random.normal(k, z.shape, dtype) for k, z in zip(jax.random.split(k_c, 2), jax.tree.leaves(zeros))]
+    carry0 = jax.tree.unflatten(jax.tree.structure(zeros), leaves)
+    lengths = jnp.arange(np.prod(batch, dtype=int)).reshape(batch) * 3 % (T + 1)
+    return cell, params, xs, carry0, lengths
+
+
+def _loss(cell, **options):
+    """A loss that reads every output and the final carry, with distinct weights per entry."""
+
+    def loss(params, xs, carry0):
+        carry, hs = unroll(cell, params, xs, carry0, **options)
+        weights = jnp.cos(jnp.arange(hs.size, dtype=hs.dtype)).reshape(hs.shape)
+        return jnp.sum(weights * jnp.sin(hs)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(carry))
+
+    return loss
+
+
+def _value_and_grads(cell, params, xs, carry0, **options):
+    """``(final carry, hs)`` and the gradients of :func:`_loss` w.r.t. params, inputs and carry0."""
+    outputs = unroll(cell, params, xs, carry0, **options)
+    return outputs, jax.grad(_loss(cell, **options), argnums=(0, 1, 2))(params, xs, carry0)
+
+
+OPTIONS = [
+    {},
+    {"reverse": True},
+    {"with_lengths": True},
+    {"with_lengths": True, "reverse": True},
+    {"unroll": 3},
+    {"time_major": True},
+]
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(o) or "plain")
+def test_fast_equals_scan_float64(name, options, key):
+    with jax.enable_x64(True):
+        cell, params, xs, carry0, lengths = _problem(name, key)
+        options = dict(options)
+        if options.pop("with_lengths", False):
+            options["lengths"] = lengths
+        if options.get("time_major"):
+            xs = jnp.moveaxis(xs, -2, 0)
+        fast_result = _value_and_grads(cell, params, xs, carry0, impl="fast", **options)
+        scan_result = _value_and_grads(cell, params, xs, carry0, impl="scan", **options)
+        assert_trees_close(fast_result, scan_result, **F64)
+
+
+@pytest.mark.parametrize("name", ["lstm", "tanh"])
+def test_fast_equals_scan_float32(name, key):
+    cell, params, xs, carry0, lengths = _problem(name, key, T=50, dtype=jnp.float32)
+    fast_result = _value_and_grads(cell, params, xs, carry0, impl="fast", lengths=lengths)
+    scan_result = _value_and_grads(cell, params, xs, carry0, impl="scan", lengths=lengths)
+    assert_trees_close(fast_result, scan_result, **F32)
+
+
+@pytest.mark.parametrize("batch", [(), (2, 3)], ids=["unbatched", "two-batch-dims"])
+def test_fast_any_batch_shape(batch, key):
+    with jax.enable_x64(True):
+        cell, params, xs, carry0, lengths = _problem("lstm", key, batch=batch)
+        for options in ({}, {"lengths": lengths}):
+            fast_result = _value_and_grads(cell, params, xs, carry0, impl="fast", **options)
+            scan_result = _value_and_grads(cell, params, xs, carry0, impl="scan", **options)
+            assert_trees_close(fast_result, scan_result, **F64)
+
+
+def test_auto_is_fast_for_builtin_cells(key):
+    """``impl="auto"`` (the default) runs the custom_vjp: jax.jvp, which it lacks, fails."""
+    cell, params, xs, carry0, _ = _problem("lstm", key, dtype=jnp.float32)
+
+    def outputs(p, impl):
+        return unroll(cell, p, xs, carry0, impl=impl)[1]
+
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda p: outputs(p, "auto"), (params,), (params,))
+    jax.jvp(lambda p: outputs(p, "scan"), (params,), (params,))  # the reference has forward mode
+
+
+def test_second_order_reverse_over_reverse(key):
+    """Reverse-over-reverse through the custom backward pass equals it through the plain scan."""
+    with jax.enable_x64(True):
+        cell, params, xs, carry0, lengths = _problem("lstm", key)
+
+        def grad_norm(p, impl):
+            g = jax.grad(_loss(cell, impl=impl, lengths=lengths))(p, xs, carry0)
+            return sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(g))
+
+        assert_trees_close(jax.grad(grad_norm)(params, "fast"), jax.grad(grad_norm)(params, "scan"), **F64)
+
+
+@pytest.mark.parametrize("name", ["lstm", "tanh"])
+def test_stacked_and_bidirectional_layers(name, key):
+    with jax.enable_x64(True):
+        k_p, k_x = jax.random.split(key)
+        cell = _cell(name)
+        init = init_lstm if name == "lstm" else init_rnn
+        layers = init_layers(k_p, init, M, D, 2, bidirectional=True, dtype=jnp.float64)
+        layers = (layers[0], layers[1].forward)  # a bidirectional layer, then a plain one
+        xs = jax.random.normal(k_x, (3, 6, M), jnp.float64)
+        lengths = jnp.array([6, 2, 0])
+
+        def loss(layers, impl):
+            finals, hs = unroll_layers(cell, layers, xs, lengths=lengths, impl=impl)
+            return jnp.sum(jnp.sin(hs)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(finals))
+
+        assert isinstance(layers[0], Bidirectional)
+        for f in (loss, jax.grad(loss)):
+            assert_trees_close(f(layers, "fast"), f(layers, "scan"), **F64)
+
+
+@pytest.mark.parametrize("remat", ["sqrt", 3, 7, 50, "step"])
+@pytest.mark.parametrize("name", ["lstm", "tanh"])
+def test_remat_changes_memory_not_numbers(name, remat, key):
+    with jax.enable_x64(True):
+        cell, params, xs, carry0, lengths = _problem(name, key, T=10)
+        for options in ({}, {"lengths": lengths, "reverse": True}):
+            result = _value_and_grads(cell, params, xs, carry0, remat=remat, **options)
+            reference = _value_and_grads(cell, params, xs, carry0, impl="scan", **options)
+            assert_trees_close(result, reference, **F64)
+
+
+def test_remat_sqrt_needs_far_less_temporary_memory(key):
+    """XLA's compiled memory analysis: the √T checkpointed scan against plain BPTT at T = 2000."""
+    cell, params, _, carry0, _ = _problem("lstm", key, batch=(8,), T=1, dtype=jnp.float32)
+    params = init_lstm(key, 32, 32)
+    xs = jnp.zeros((8, 2000, 32))
+
+    def temp_bytes(**options):
+        loss = _loss(cell, **options)
+        compiled = jax.jit(jax.grad(loss)).lower(params, xs, cell.zeros(params, (8,))).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    plain, fast_path, chunked = temp_bytes(impl="scan"), temp_bytes(), temp_bytes(remat="sqrt")
+    assert fast_path < plain
+    assert chunked < plain / 4, (chunked, plain)
+
+
+def _truncated_reference(cell, params, xs, carry0, k):
+    """Truncated BPTT by hand: a Python loop over chunks, the carry cut from the graph between them."""
+    carry, outputs = carry0, []
+    for start in range(0, xs.shape[-2], k):
+        carry, hs = unroll(cell, params, xs[..., start : start + k, :], jax.lax.stop_gradient(carry), impl="scan")
+        outputs.append(hs)
+    return carry, jnp.concatenate(outputs, axis=-2)
+
+
+@pytest.mark.parametrize("name", ["lstm", "tanh"])
+def test_truncated_bptt(name, key):
+    with jax.enable_x64(True):
+        cell, params, xs, carry0, _ = _problem(name, key, T=10)
+
+        def loss(f):
+            def value(p):
+                carry, hs = f(p)
+                return jnp.sum(jnp.sin(hs)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(carry))
+
+            return value
+
+        def truncated(p):
+            return unroll(cell, p, xs, carry0, truncate=4)
+
+        reference = loss(lambda p: _truncated_reference(cell, p, xs, carry0, 4))
+        assert_trees_close(truncated(params), unroll(cell, params, xs, carry0), **F64)  # same forward
+        assert_trees_close(jax.grad(loss(truncated))(params), jax.grad(reference)(params), **F64)
+        full = jax.grad(loss(lambda p: unroll(cell, p, xs, carry0)))(params)
+        assert not np.allclose(full.w_hh, jax.grad(reference)(params).w_hh)  # truncation does cut
+
+
+def test_kernels_cover_every_builtin_cell():
+    assert fast.kernel_for(lstm_cell()) is not None
+    for activation in fast.DERIVATIVE_FROM_OUTPUT:
+        assert fast.kernel_for(rnn_cell(activation)) is not None
+    assert set(fast.DERIVATIVE_FROM_OUTPUT) == {"tanh", "sigmoid", "relu"}
+
+
+def test_default_unroll_per_backend():
+    assert jax.default_backend() in DEFAULT_UNROLL or jax.default_backend() not in ("cpu", "gpu")
+    assert all(isinstance(u, int) and u >= 1 for u in DEFAULT_UNROLL.values())
+
+
+def test_bfloat16_fast_path_runs_close_to_float32(key):
+    cell, params, xs, carry0, _ = _problem("lstm", key, T=20, dtype=jnp.float32)
+    to16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (params, xs, carry0))
+    (carry, hs), grads = _value_and_grads(cell, *to16)
+    (carry32, hs32), grads32 = _value_and_grads(cell, params, xs, carry0)
+    assert hs.dtype == jnp.bfloat16 and grads[0].w_hh.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(hs, np.float32), hs32, atol=0.05)
+    np.testing.assert_allclose(np.asarray(grads[0].w_hh, np.float32), grads32[0].w_hh, rtol=0.1, atol=0.1)
+
+
+def test_plain_step_function_runs_on_the_scan(key):
+    """A plain step function has no kernel: ``auto`` and ``scan`` run it, remat and truncate too."""
+    _, params, xs, carry0, _ = _problem("tanh", key, dtype=jnp.float32)
+
+    def step(p, h, x):
+        h = jnp.tanh(add_bias(x @ p.w_ih.T + h @ p.w_hh.T, p.b))
+        return h, h
+
+    reference = unroll(rnn_cell("tanh"), params, xs, carry0, impl="scan")
+    for options in ({}, {"impl": "scan"}, {"remat": 3}, {"remat": "step"}, {"truncate": 2}):
+        assert_trees_close(unroll(step, params, xs, carry0, **options), reference, **F32)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"impl": "cudnn"}, "impl: expected one of"),
+        ({"impl": None}, "impl: expected one of"),
+        ({"remat": "all"}, "remat: expected one of"),
+        ({"remat": 0}, "remat: expected one of"),
+        ({"remat": 2.5}, "remat: expected one of"),
+        ({"remat": True}, "remat: expected one of"),
+        ({"remat": "step", "impl": "fast"}, "remat: expected None, 'sqrt' or a chunk length with impl='fast'"),
+        ({"truncate": 0}, "truncate: expected None or a chunk length >= 1, got 0"),
+        ({"truncate": -3}, "truncate: expected None or a chunk length >= 1, got -3"),
+        ({"truncate": True}, "truncate: expected None or a chunk length >= 1, got True"),
+        ({"truncate": 4, "remat": 5}, "remat: expected None or the chunk length 4 of truncate, got 5"),
+    ],
+)
+def test_bad_options(options, message, key):
+    cell, params, xs, carry0, _ = _problem("lstm", key, dtype=jnp.float32)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        unroll(cell, params, xs, carry0, **options)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        unroll_layers(cell, [params], xs, [carry0], **options)
+
+
+def test_fast_impl_rejects_plain_step_function(key):
+    _, params, xs, carry0, _ = _problem("tanh", key, dtype=jnp.float32)
+    with pytest.raises(ValueError, match="impl: expected 'auto' or 'scan' for the plain step function"):
+        unroll(lambda p, h, x: (h, h), params, xs, carry0, impl="fast")
+
+
+def test_recurrence_shapes(key):
+    """The kernel-level API: time-major projected inputs in, ``(final carry, hs)`` out."""
+    cell, params, xs, carry0, _ = _problem("lstm", key, batch=(2,), T=5, dtype=jnp.float32)
+    zs = cell.project(params, jnp.moveaxis(xs, -2, 0))
+    carry, hs = fast.recurrence(fast.KERNELS[cell], False, 1, params.w_hh, zs, carry0, None)
+    assert isinstance(carry, LSTMState) and carry.h.shape == carry.c.shape == (2, D)
+    assert hs.shape == (5, 2, D)
+    np.testing.assert_array_equal(hs[-1], carry.h)
