@@ -7,6 +7,8 @@ Layout (``DESIGN.md``)::
     runs/<name>/summary.json     final metrics, baseline, solved, steps, wall seconds, devices
     runs/<name>/checkpoints/     atomic, restorable, resumable
     runs/<name>/*.png            learning curve
+
+In a multi-process run only process 0 writes it (:func:`lstm_jax.train.is_writer`).
 """
 
 from __future__ import annotations

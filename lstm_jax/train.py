@@ -267,6 +267,8 @@ def fit(config, run_dir, *, resume: bool = False, progress: bool = False) -> dic
         uninterrupted run (same batches, same optimiser state).
       progress: show a progress bar on stderr.
 
+    Only process 0 of a multi-process run writes ``run_dir`` (:func:`is_writer`).
+
     Raises:
       ValueError: bad combinations, or an existing run directory without ``resume``.
       NonFiniteError: the loss or a gradient became NaN/inf (the last good checkpoint is kept).
@@ -296,6 +298,17 @@ def tasks_for(config) -> tuple[Task, Task]:
     return task, task
 
 
+def is_writer() -> bool:
+    """Whether this process writes the run directory: process 0 only (``jax.process_index()``).
+
+    With several JAX processes (``jax.distributed.initialize()``) every process trains and
+    evaluates the same model, but only process 0 writes the config, metrics, summary, checkpoints
+    and plot; the others read the directory (a resumed run restores from it) and return the same
+    summary without writing it.
+    """
+    return jax.process_index() == 0
+
+
 def precision(config):
     """``jax.enable_x64`` for a float64 model, scoped to the run; nothing otherwise."""
     return jax.enable_x64(True) if config.model.dtype == "float64" else contextlib.nullcontext()
@@ -308,17 +321,20 @@ def _fit(config, task: Task, eval_task: Task, run_dir: pathlib.Path, resume: boo
     ckpt_dir = run_dir / rundir.CHECKPOINTS
     _check_run_directory(config, run_dir, resume)
     batch_sharding, replicated = data_parallel(tc.batch_size)  # before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.remove_temporaries(run_dir, ckpt_dir)  # left by a kill between a write and its rename
+    writer = is_writer()  # every other process reads the run directory, never writes it
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.remove_temporaries(run_dir, ckpt_dir)  # left by a kill between a write and its rename
     optimizer = make_optimizer(config.optim, tc.steps)
     init_key, train_key, eval_key = run_keys(config.seed)
     spec = model_spec(config, task)
     state, last = init_state(config, task, optimizer, init_key), None
     if resume:
         state = checkpoint.restore_checkpoint(ckpt_dir, state)
-        rundir.truncate_metrics(run_dir, int(state.step))
+        if writer:
+            rundir.truncate_metrics(run_dir, int(state.step))
         last = next((r for r in rundir.read_metrics(run_dir) if r["step"] == int(state.step)), None)
-    else:
+    elif writer:
         (run_dir / rundir.METRICS).unlink(missing_ok=True)
         _save_config(config, run_dir)
     start = done = int(state.step)
@@ -331,14 +347,14 @@ def _fit(config, task: Task, eval_task: Task, run_dir: pathlib.Path, resume: boo
     t0 = time.perf_counter()
     # A resumed run that had already stopped as solved stays stopped, as the uninterrupted one did.
     status = "solved" if last is not None and last["solved"] and tc.stop_when_solved else "completed"
-    with _progress(progress and status != "solved") as bar:
+    with _progress(progress and writer and status != "solved") as bar:
         bar_task = bar.add_task("train", total=tc.steps, completed=start, loss=float("nan"), rate=0.0) if bar else None
         for step in range(start, tc.steps if status != "solved" else start):
             state, m = train_step(state, make_batch(jax.random.fold_in(train_key, step), tc.batch_size))
             if not bool(m["finite"]):  # the step left `state` as it was: keep it as the last good one
-                if checkpoint.latest_step(ckpt_dir) != step:
+                if writer and checkpoint.latest_step(ckpt_dir) != step:
                     checkpoint.save_checkpoint(ckpt_dir, step, state)
-                _write_summary(run_dir, config, eval_task, last, step, t0, start, "non_finite")
+                _write_summary(run_dir, config, eval_task, last, step, t0, start, "non_finite", writer)
                 raise NonFiniteError(
                     f"non-finite loss, gradient or parameters at step {step + 1}: run stopped; "
                     f"the last good checkpoint is step {step} in {ckpt_dir}"
@@ -348,16 +364,17 @@ def _fit(config, task: Task, eval_task: Task, run_dir: pathlib.Path, resume: boo
                 rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
                 bar.update(bar_task, completed=done, loss=float(m["loss"]), rate=rate)
             if done % tc.eval_every == 0 or done == tc.steps:
-                last = _evaluate_and_log(eval_step, eval_task, state, eval_key, tc, done, float(m["loss"]), t0, run_dir)
+                loss = float(m["loss"])
+                last = _evaluate_and_log(eval_step, eval_task, state, eval_key, tc, done, loss, t0, run_dir, writer)
                 if last["solved"] and tc.stop_when_solved:
                     status = "solved"
                     break
-            if done % tc.checkpoint_every == 0:
+            if writer and done % tc.checkpoint_every == 0:
                 checkpoint.save_checkpoint(ckpt_dir, done, state)
-    if checkpoint.latest_step(ckpt_dir) != done:
+    if writer and checkpoint.latest_step(ckpt_dir) != done:
         checkpoint.save_checkpoint(ckpt_dir, done, state)
-    summary = _write_summary(run_dir, config, eval_task, last, done, t0, start, status)
-    records = rundir.read_metrics(run_dir)
+    summary = _write_summary(run_dir, config, eval_task, last, done, t0, start, status, writer)
+    records = rundir.read_metrics(run_dir) if writer else []
     if records:
         title = f"{config.name}: {task.name}, {config.model.cell}"
         plot_learning_curve(records, run_dir / rundir.CURVE, title=title, baseline=eval_task.baseline)
@@ -383,7 +400,7 @@ def _save_config(config, run_dir: pathlib.Path) -> None:
     save_config(config, run_dir / rundir.CONFIG)
 
 
-def _evaluate_and_log(eval_step, task, state, eval_key, tc, step, train_loss, t0, run_dir) -> dict:
+def _evaluate_and_log(eval_step, task, state, eval_key, tc, step, train_loss, t0, run_dir, writer: bool) -> dict:
     loss, metric = evaluate(
         eval_step, task, state.params, jax.random.fold_in(eval_key, step), tc.eval_batches, tc.batch_size
     )
@@ -397,11 +414,15 @@ def _evaluate_and_log(eval_step, task, state, eval_key, tc, step, train_loss, t0
         "solved": bool(task.solved(loss, metric)),
         "time": time.perf_counter() - t0,
     }
-    rundir.append_metrics(run_dir, record)
+    if writer:
+        rundir.append_metrics(run_dir, record)
     return record
 
 
-def _write_summary(run_dir, config, task: Task, last: dict | None, steps: int, t0: float, start: int, status: str):
+def _write_summary(
+    run_dir, config, task: Task, last: dict | None, steps: int, t0: float, start: int, status: str, writer: bool
+) -> dict:
+    """The run's summary; written to ``summary.json`` by the writing process only."""
     summary = {
         "name": config.name,
         "task": {"name": task.name, "params": dict(config.task.params)},
@@ -422,5 +443,6 @@ def _write_summary(run_dir, config, task: Task, last: dict | None, steps: int, t
         "wall_seconds": round(time.perf_counter() - t0, 3),
         "devices": [str(d) for d in jax.local_devices()],
     }
-    rundir.write_summary(run_dir, summary)
+    if writer:
+        rundir.write_summary(run_dir, summary)
     return summary

@@ -139,6 +139,82 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state))
 
 
+def _snapshot(directory):
+    """Every path under ``directory`` with the bytes and modification time of each file."""
+    return {
+        p.relative_to(directory): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None
+        for p in directory.rglob("*")
+    }
+
+
+def test_only_process_0_writes_the_run_directory(tmp_path, monkeypatch):
+    """Another process of a multi-process run trains the same model and writes nothing: not on a
+    new run, not on resume (it restores process 0's checkpoint), not when the run stops on a NaN."""
+    config, run = small_config(), tmp_path / "run"
+    monkeypatch.setattr(jax, "process_index", lambda *args, **kwargs: 1)
+    other = fit(config, run)
+    assert not run.exists()
+    monkeypatch.setattr(jax, "process_index", lambda *args, **kwargs: 0)
+    first = fit(config, run)
+    assert other["final"] == first["final"] and other["steps"] == first["steps"] == 40
+    for step in (30, 40):  # as if the processes had died just after step 20's checkpoint
+        checkpoint.checkpoint_path(run / rundir.CHECKPOINTS, step).unlink()
+    before = _snapshot(run)
+    monkeypatch.setattr(jax, "process_index", lambda *args, **kwargs: 1)
+    resumed = fit(config, run, resume=True)
+    assert _snapshot(run) == before
+    assert resumed["resumed_from"] == 20 and resumed["final"] == first["final"]
+    exploding = small_config(
+        model={"cell": "rnn", "activation": "relu", "recurrent_init": "scaled_normal", "recurrent_scale": 3.0},
+        optim={"name": "sgd", "learning_rate": 1e6, "clip_norm": None, "momentum": 0.0},
+        train={"steps": 50, "checkpoint_every": 1000},
+    )
+    with pytest.raises(NonFiniteError):
+        fit(exploding, tmp_path / "nan")
+    assert not (tmp_path / "nan").exists()
+
+
+_PROCESS = """
+import json, sys, jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from lstm_jax.config import load_config
+from lstm_jax.train import fit
+with jax.numpy_dtype_promotion("standard"):
+    summary = fit(load_config(sys.argv[3]), sys.argv[4])
+print(json.dumps([jax.process_index(), len(jax.devices()), summary["final"]]))
+"""
+
+
+def test_two_jax_processes_train_together_and_process_0_writes(tmp_path):
+    """A real multi-process run on one machine: two CPU processes (jax.distributed, gloo), one device each."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _write_config(tmp_path / "c.yaml")
+    args = [f"127.0.0.1:{port}", None, str(cfg), str(tmp_path / "run")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PROCESS, *args[:1], str(i), *args[2:]],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+    (i0, n0, final0), (i1, n1, final1) = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
+    assert (i0, i1, n0, n1) == (0, 1, 2, 2) and final0 == final1
+    assert [r["step"] for r in rundir.read_metrics(tmp_path / "run")] == [20, 40]  # one writer, no duplicates
+    assert rundir.read_summary(tmp_path / "run")["final"] == final0
+    one = fit(small_config(), tmp_path / "one")  # the same run in this single process
+    np.testing.assert_allclose(final0["loss"], one["final"]["loss"], rtol=1e-5)
+
+
 def test_resuming_a_finished_run_changes_nothing(tmp_path):
     config = small_config()
     first = fit(config, tmp_path)
