@@ -40,6 +40,16 @@ from lstm_jax.rundir import write_atomic
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
 GRADIENTS = ("autodiff", "manual")
+#: The ``optim`` keys that only some optimisers or schedules use (see ``train.make_optimizer``):
+#: ``{key: (the key that chooses, the choices that use it)}``. Any other choice must leave the key
+#: at its default, so that a setting never silently does nothing.
+OPTIM_KEY_USERS = {
+    "momentum": ("name", ("rmsprop", "sgd")),
+    "weight_decay": ("name", ("adamw",)),
+    "warmup_steps": ("schedule", ("warmup_cosine",)),
+    "decay_rate": ("schedule", ("exponential",)),
+    "decay_steps": ("schedule", ("exponential",)),
+}
 
 Scalar = typing.Union[int, float, str, bool]
 
@@ -114,7 +124,12 @@ class ModelConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OptimConfig:
-    """The optax optimiser, its learning-rate schedule and global-norm clipping (``None``: off)."""
+    """The optax optimiser, its learning-rate schedule and global-norm clipping (``None``: off).
+
+    ``momentum`` is for ``rmsprop`` and ``sgd``, ``weight_decay`` for ``adamw``, ``warmup_steps``
+    for the ``warmup_cosine`` schedule, ``decay_rate`` and ``decay_steps`` for ``exponential``
+    (:data:`OPTIM_KEY_USERS`); with any other choice they must keep their defaults.
+    """
 
     _PATH: ClassVar[str] = "optim."
     name: str = _field("adam", choices=OPTIMIZERS)
@@ -129,6 +144,7 @@ class OptimConfig:
 
     def __post_init__(self):
         _validate(self)
+        _check_used(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +255,18 @@ def _validate(obj) -> None:
             value = _check_scalar(path, value, tp)
             _check_field(path, value, f)
         object.__setattr__(obj, f.name, value)
+
+
+def _check_used(optim: OptimConfig) -> None:
+    """Raise if a key of :data:`OPTIM_KEY_USERS` is not at its default while the choice ignores it."""
+    defaults = {f.name: f.default for f in dataclasses.fields(optim)}
+    for key, (chooser, users) in OPTIM_KEY_USERS.items():
+        value, chosen = getattr(optim, key), getattr(optim, chooser)
+        if chosen not in users and value != defaults[key]:
+            raise ConfigError(
+                f"config: optim.{key}: expected the default {defaults[key]!r} with optim.{chooser} {chosen!r} "
+                f"(only optim.{chooser} {' or '.join(map(repr, users))} uses it), got {value!r}"
+            )
 
 
 def _unknown_key(path: str, key: str, valid: Sequence[str]) -> str:

@@ -132,12 +132,71 @@ def test_frozen_hashable_and_picklable():
         ({"optim": {"learning_rate": 0}}, "optim.learning_rate: must be > 0, got 0.0"),
         ({"optim": {"clip_norm": -1.0}}, "optim.clip_norm: must be > 0, got -1.0"),
         ({"optim": {"warmup_steps": -1}}, "optim.warmup_steps: must be >= 0, got -1"),
-        ({"optim": {"warmup_steps": 11}, "train": {"steps": 10}}, r"optim.warmup_steps: must be <= train.steps \(10\)"),
+        (
+            {"optim": {"schedule": "warmup_cosine", "warmup_steps": 11}, "train": {"steps": 10}},
+            r"optim.warmup_steps: must be <= train.steps \(10\)",
+        ),
     ],
 )
 def test_invalid_values_name_the_key_path(data, message):
     with pytest.raises(ConfigError, match="^config: " + message):
         load({"task": {"name": "adding"}, **data})
+
+
+@pytest.mark.parametrize(
+    "optim, message",
+    [
+        (
+            {"momentum": 0.5},
+            r"optim.momentum: expected the default 0.9 with optim.name 'adam' \(only optim.name "
+            r"'rmsprop' or 'sgd' uses it\), got 0.5$",
+        ),
+        ({"name": "adamw", "momentum": 0.0}, r"optim.momentum: expected the default 0.9 with optim.name 'adamw'"),
+        (
+            {"weight_decay": 1e-4},
+            r"optim.weight_decay: expected the default 0.0 with optim.name 'adam' \(only "
+            r"optim.name 'adamw' uses it\), got 0.0001$",
+        ),
+        ({"name": "sgd", "weight_decay": 0.1}, r"optim.weight_decay: expected the default 0.0 with optim.name 'sgd'"),
+        (
+            {"warmup_steps": 5},
+            r"optim.warmup_steps: expected the default 0 with optim.schedule 'constant' \(only "
+            r"optim.schedule 'warmup_cosine' uses it\), got 5$",
+        ),
+        (
+            {"schedule": "cosine", "decay_rate": 0.9},
+            r"optim.decay_rate: expected the default 0.5 with optim.schedule "
+            r"'cosine' \(only optim.schedule 'exponential' uses it\), got 0.9$",
+        ),
+        (
+            {"schedule": "warmup_cosine", "decay_steps": 10},
+            r"optim.decay_steps: expected the default 1000 with "
+            r"optim.schedule 'warmup_cosine'",
+        ),
+    ],
+)
+def test_a_key_the_chosen_optimiser_or_schedule_ignores_must_keep_its_default(optim, message):
+    with pytest.raises(ConfigError, match="^config: " + message):
+        load({"task": {"name": "adding"}, "optim": optim})
+    with pytest.raises(ConfigError, match="^config: " + message):  # --set overrides too
+        load({"task": {"name": "adding"}}, [f"optim.{k}={v}" for k, v in optim.items()])
+
+
+@pytest.mark.parametrize(
+    "optim",
+    [
+        {"name": "sgd", "momentum": 0.5},
+        {"name": "rmsprop", "momentum": 0.0},
+        {"name": "adamw", "weight_decay": 1e-4},
+        {"schedule": "warmup_cosine", "warmup_steps": 5},
+        {"schedule": "exponential", "decay_rate": 0.9, "decay_steps": 10},
+        {"name": "adam", "momentum": 0.9, "weight_decay": 0.0, "warmup_steps": 0, "decay_rate": 0.5},  # defaults
+    ],
+)
+def test_a_key_the_chosen_optimiser_or_schedule_uses_is_accepted(optim):
+    c = load({"task": {"name": "adding"}, "optim": optim})
+    assert all(getattr(c.optim, k) == v for k, v in optim.items())
+    assert config_from_dict(config_to_dict(c), tasks=TASKS) == c  # as saved: every key, defaults included
 
 
 @pytest.mark.parametrize(

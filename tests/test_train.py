@@ -1,5 +1,6 @@
 """Training: the step, fit, resume (bit-identical), kill-safety, NaN stop, manual gradients, devices."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -7,15 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from _util import assert_trees_close
 
 from lstm_jax import checkpoint, rundir
-from lstm_jax.config import config_from_dict, load_config
+from lstm_jax.config import OPTIM_KEY_USERS, OPTIMIZERS, SCHEDULES, OptimConfig, config_from_dict, load_config
 from lstm_jax.models import apply_model
 from lstm_jax.tasks import make_task
 from lstm_jax.train import (
@@ -75,6 +78,31 @@ def test_one_step_changes_every_parameter(cell):
     assert int(new.step) == 1 and bool(metrics["finite"])
     for old, updated in zip(jax.tree.leaves(state.params), jax.tree.leaves(new.params)):
         assert not np.array_equal(old, updated)
+
+
+def _updates_after_three_steps(optim):
+    """The parameters after three steps of ``make_optimizer(optim, 10)`` on fixed gradients."""
+    params, grads = {"w": jnp.array([1.0, -0.5, 2.0])}, {"w": jnp.array([0.3, -2.0, 1.0])}
+    optimizer = make_optimizer(optim, 10)
+    state = optimizer.init(params)
+    for _ in range(3):
+        updates, state = optimizer.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    return np.asarray(params["w"])
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_make_optimizer_uses_an_optim_key_exactly_where_the_config_allows_it(name, schedule):
+    """config.OPTIM_KEY_USERS, which rejects settings that would do nothing, agrees with make_optimizer."""
+    base = {f.name: f.default for f in dataclasses.fields(OptimConfig)} | {"name": name, "schedule": schedule}
+    other = {"momentum": 0.5, "weight_decay": 0.1, "warmup_steps": 3, "decay_rate": 0.1, "decay_steps": 2}
+    assert set(other) == set(OPTIM_KEY_USERS)
+    reference = _updates_after_three_steps(types.SimpleNamespace(**base))
+    for key, value in other.items():
+        changed = _updates_after_three_steps(types.SimpleNamespace(**{**base, key: value}))
+        chooser, users = OPTIM_KEY_USERS[key]
+        assert (not np.array_equal(changed, reference)) == (base[chooser] in users), key
 
 
 def test_fit_beats_the_baseline_and_writes_the_run_directory(tmp_path):
