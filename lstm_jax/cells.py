@@ -21,6 +21,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lstm_jax import _checks
 
@@ -121,14 +122,28 @@ def _rnn_recur(activation: str, params: RNNParams, h: Array, z: Array) -> tuple[
     return h, h
 
 
+def lstm_activations(z: Array) -> Array:
+    r"""The gate activations of a fused pre-activation ``(..., 4D)``: :math:`[\sigma(z_i); \sigma(z_f); \tanh(z_g); \sigma(z_o)]`.
+
+    One ``tanh`` serves all four blocks, through :math:`\sigma(x) = \tfrac12 + \tfrac12 \tanh(x/2)`:
+    ``a = tanh(s ⊙ z) ⊙ s + (s ≠ 1)/2`` with ``s = ½`` on the sigmoid blocks and 1 on ``g``. Same values
+    to rounding (absolute, not relative, near saturation), and on the CPU XLA's logistic costs more than
+    a step's matmul (B=16, D=128: 66 µs per step with three sigmoids, 40 with this, 41 with no activation).
+    """
+    D, rank = z.shape[-1] // 4, (1,) * (z.ndim - 1)  # explicit ranks: no implicit rank promotion
+    scale = np.repeat(np.array([0.5, 0.5, 1.0, 0.5]), D).astype(z.dtype).reshape(*rank, 4 * D)
+    offset = np.repeat(np.array([0.5, 0.5, 0.0, 0.5]), D).astype(z.dtype).reshape(*rank, 4 * D)
+    return jnp.tanh(z * scale) * scale + offset
+
+
 def lstm_gates(z: Array) -> tuple[Array, Array, Array, Array]:
     r"""Split a fused pre-activation ``(..., 4D)`` into the gates :math:`(i, f, \tilde c, o)`.
 
     .. math::
        i = \sigma(z_i), \quad f = \sigma(z_f), \quad \tilde c = \tanh(z_g), \quad o = \sigma(z_o)
     """
-    z_i, z_f, z_g, z_o = jnp.split(z, 4, axis=-1)
-    return jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
+    i, f, g, o = jnp.split(lstm_activations(z), 4, axis=-1)
+    return i, f, g, o
 
 
 def _lstm_recur(params: LSTMParams, carry: LSTMState, z: Array) -> tuple[LSTMState, Array]:

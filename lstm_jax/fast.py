@@ -32,7 +32,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.cells import ACTIVATIONS, LSTM_CELL, Cell, LSTMState, lstm_gates, rnn_cell
+from lstm_jax.cells import ACTIVATIONS, LSTM_CELL, Cell, LSTMState, lstm_activations, rnn_cell
 from lstm_jax.losses import accumulation_dtype
 
 Array = jax.Array
@@ -79,10 +79,10 @@ def rnn_grad_step(activation: str, w_hh: Array, dh: Array, h: Array, h_prev: Arr
 
 def _lstm_step(w_hh: Array, carry: LSTMState, z: Array) -> tuple[LSTMState, Array]:
     """The LSTM step of :mod:`lstm_jax.cells`, also returning the gate activations ``[i, f, g, o]``."""
-    gates = lstm_gates(z + carry.h @ w_hh.T)
-    i, f, g, o = gates
+    gates = lstm_activations(z + carry.h @ w_hh.T)
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
     c = f * carry.c + i * g
-    return LSTMState(o * jnp.tanh(c), c), jnp.concatenate(gates, axis=-1)
+    return LSTMState(o * jnp.tanh(c), c), gates
 
 
 def lstm_grad_step(w_hh: Array, dcarry: LSTMState, carry: LSTMState, carry_prev: LSTMState, gates):

@@ -189,3 +189,18 @@ def test_rnn_params_are_the_article_names():
     assert RNNParams._fields == ("w_ih", "w_hh", "b")
     assert LSTMParams._fields == ("w_ih", "w_hh", "b")
     assert DenseParams._fields == ("w", "b")
+
+
+@pytest.mark.parametrize("dtype, atol", [(jnp.float64, 1e-15), (jnp.float32, 2e-7), (jnp.bfloat16, 1e-2)])
+def test_lstm_activations_one_tanh_equals_sigmoid_and_tanh(dtype, atol):
+    """σ(x) = ½ + ½ tanh(x/2) on the i, f, o blocks, tanh on g; saturated inputs included."""
+    from lstm_jax.cells import lstm_activations
+
+    with jax.enable_x64(True):
+        z = jnp.concatenate([jnp.linspace(-60, 60, 4 * 31), jnp.array([0.0, 1e-8, -1e-8, 7.0])]).astype(dtype)
+        z = z.reshape(2, 4 * 16)
+        i, f, g, o = jnp.split(z.astype(jnp.float64), 4, axis=-1)
+        expected = jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1)
+        actual = lstm_activations(z)
+        assert actual.dtype == dtype and actual.shape == z.shape
+        np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=0, atol=atol)
