@@ -32,10 +32,11 @@ from typing import Any, ClassVar
 
 import yaml
 
-from lstm_jax.cells import ACTIVATIONS
+from lstm_jax.cells import ACTIVATIONS, lstm_cell
 from lstm_jax.init import INITIALIZERS
 from lstm_jax.models import CELLS, DTYPES, INPUT_LAYERS
 from lstm_jax.rundir import write_atomic
+from lstm_jax.unroll import IMPLS, check_options
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
@@ -113,13 +114,20 @@ class ModelConfig:
     recurrent_init: str = _field("orthogonal", choices=INITIALIZERS)
     recurrent_scale: float = _field(1.0, ge=0)
     input_init: str = _field("fan_in", choices=INITIALIZERS)
-    unroll: int = _field(1, ge=1)
+    unroll: int | None = _field(None, ge=1)  # lax.scan unroll; None: tuned per backend (unroll.DEFAULT_UNROLL)
+    impl: str = _field("auto", choices=IMPLS)  # "auto" (the fast path), "fast" or "scan" (the reference)
+    remat: str | int | None = None  # None, "step", "sqrt" or a chunk length: checkpointing for long T
+    truncate: int | None = _field(None, ge=1)  # truncated BPTT: gradients reach back at most this many steps
     dtype: str = _field("float32", choices=tuple(DTYPES))
     input_layer: str = _field("none", choices=INPUT_LAYERS)  # before the first recurrent layer
     input_features: int = _field(32, ge=1)  # its output size (dense or embedding only)
 
     def __post_init__(self):
         _validate(self)
+        try:  # the unroll's own check of impl/remat/truncate, so the rules live in one place
+            check_options(lstm_cell(), impl=self.impl, remat=self.remat, truncate=self.truncate)
+        except ValueError as error:
+            raise ConfigError(f"config: model.{error}") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

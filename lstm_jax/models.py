@@ -51,7 +51,10 @@ class ModelSpec(NamedTuple):
     cell: str = "lstm"  # "lstm" or "rnn"
     activation: str = "tanh"  # the RNN's f
     many_to_one: bool = False
-    unroll: int = 1  # lax.scan unroll factor
+    unroll: int | None = None  # lax.scan unroll factor; None: tuned per backend
+    impl: str = "auto"  # the unroll's implementation: "auto", "fast" or "scan"
+    remat: str | int | None = None  # None, "step", "sqrt" or a chunk length
+    truncate: int | None = None  # truncated BPTT chunk length
 
 
 def get_cell(spec: ModelSpec):
@@ -117,5 +120,14 @@ def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Ar
     """
     if params.input is not None:
         inputs = dense(params.input, inputs)
-    finals, hs = unroll_layers(get_cell(spec), params.layers, inputs, lengths=lengths, unroll=spec.unroll)
+    finals, hs = unroll_layers(
+        get_cell(spec),
+        params.layers,
+        inputs,
+        lengths=lengths,
+        unroll=spec.unroll,
+        impl=spec.impl,
+        remat=spec.remat,
+        truncate=spec.truncate,
+    )
     return dense(params.head, _final_h(finals[-1]) if spec.many_to_one else hs)

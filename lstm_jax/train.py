@@ -88,7 +88,15 @@ def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
 
 def model_spec(config, task: Task) -> ModelSpec:
     m = config.model
-    return ModelSpec(cell=m.cell, activation=m.activation, many_to_one=task.many_to_one, unroll=m.unroll)
+    return ModelSpec(
+        cell=m.cell,
+        activation=m.activation,
+        many_to_one=task.many_to_one,
+        unroll=m.unroll,
+        impl=m.impl,
+        remat=m.remat,
+        truncate=m.truncate,
+    )
 
 
 def init_state(config, task: Task, optimizer: optax.GradientTransformation, key: Array) -> TrainState:
@@ -218,6 +226,11 @@ def check_trainable(config) -> None:
             "train.gradients: expected 'autodiff' for this model (the manual BPTT covers one unidirectional "
             f"layer without input layer), got 'manual' with num_layers={m.num_layers}, "
             f"bidirectional={m.bidirectional}, input_layer={m.input_layer!r}"
+        )
+    if config.train.gradients == "manual" and (m.remat is not None or m.truncate is not None):
+        raise ValueError(
+            "train.gradients: expected 'autodiff' with model.remat or model.truncate (the manual BPTT "
+            f"stores every step and never truncates), got 'manual' with remat={m.remat!r}, truncate={m.truncate!r}"
         )
 
 

@@ -127,6 +127,14 @@ def test_frozen_hashable_and_picklable():
         ({"model": {"recurrent_init": "orthogonl"}}, "model.recurrent_init: .*did you mean 'orthogonal'"),
         ({"model": {"activation": "relu6"}}, "model.activation: .*did you mean 'relu'"),
         ({"model": {"hidden_size": 0}}, "model.hidden_size: must be >= 1, got 0"),
+        ({"model": {"impl": "cudnn"}}, r"model.impl: expected one of \['auto', 'fast', 'scan'\], got 'cudnn'"),
+        ({"model": {"remat": "all"}}, r"model.remat: expected one of \(None, 'step', 'sqrt'\) or a chunk length"),
+        ({"model": {"remat": 0}}, r"model.remat: expected one of .* or a chunk length >= 1, got 0"),
+        ({"model": {"remat": 2.5}}, r"model.remat: expected str or int or None, got float \(2.5\)"),
+        ({"model": {"remat": "step", "impl": "fast"}}, "model.remat: expected None, 'sqrt' or a chunk length with"),
+        ({"model": {"truncate": 0}}, "model.truncate: must be >= 1, got 0"),
+        ({"model": {"truncate": 4, "remat": 5}}, "model.remat: expected None or the chunk length 4 of truncate"),
+        ({"model": {"unroll": 0}}, "model.unroll: must be >= 1, got 0"),
         ({"train": {"batch_size": -1}}, "train.batch_size: must be >= 1, got -1"),
         ({"train": {"log_every": 0}}, "train.log_every: must be >= 1, got 0"),
         ({"optim": {"learning_rate": 0}}, "optim.learning_rate: must be > 0, got 0.0"),
@@ -302,3 +310,14 @@ def test_the_task_registry_is_used_by_default():
     assert config_from_dict({"task": {"name": names[0]}}).task.name == names[0]
     with pytest.raises(ConfigError, match="^config: task.name: expected one of"):
         config_from_dict({"task": {"name": "no_such_task"}})
+
+
+@pytest.mark.parametrize(
+    "model", [{"remat": "sqrt"}, {"remat": 10}, {"remat": "step", "impl": "scan"}, {"truncate": 20}, {"unroll": None}]
+)
+def test_fast_path_options_are_accepted_and_round_trip(model, tmp_path):
+    config = load({"task": {"name": "adding"}, "model": model})
+    for key, value in model.items():
+        assert getattr(config.model, key) == value
+    save_config(config, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == config

@@ -76,3 +76,34 @@ def test_embedding_of_one_hot_symbols_is_a_table_lookup(key):
     params = init_model(key, ModelSpec(), 5, D, N, input_layer="embedding", input_features=3)
     one_hot = jax.nn.one_hot(jnp.array([[4, 0, 2]]), 5)
     np.testing.assert_allclose(dense(params.input, one_hot)[0], params.input.w[:, jnp.array([4, 0, 2])].T, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "options", [{"impl": "scan"}, {"remat": "sqrt"}, {"remat": 3}, {"remat": "step", "impl": "scan"}, {"unroll": 2}]
+)
+def test_unroll_options_reach_the_layers_and_keep_the_numbers(options, key):
+    """The spec's unroll options change how, not what: logits and gradients equal the default's."""
+    spec = ModelSpec(cell="lstm")
+    params = init_model(key, spec, M, D, N, num_layers=2, bidirectional=True)
+    xs = jax.random.normal(key, (B, T, M))
+    lengths = jnp.array([T, 3, 0])
+
+    def loss(p, s):
+        return jnp.sum(jnp.sin(apply_model(s, p, xs, lengths)))
+
+    other = spec._replace(**options)
+    assert_trees_close(apply_model(other, params, xs, lengths), apply_model(spec, params, xs, lengths), **F32)
+    assert_trees_close(jax.grad(loss)(params, other), jax.grad(loss)(params, spec), **F32)
+
+
+def test_truncation_reaches_the_layers(key):
+    spec = ModelSpec(cell="rnn")
+    params = init_model(key, spec, M, D, N)
+    xs = jax.random.normal(key, (B, T, M))
+
+    def grads(s):
+        return jax.grad(lambda p: jnp.sum(apply_model(s, p, xs)[:, -1]))(params)
+
+    full, truncated = grads(spec), grads(spec._replace(truncate=2))
+    assert_trees_close(apply_model(spec._replace(truncate=2), params, xs), apply_model(spec, params, xs), **F32)
+    assert not np.allclose(full.layers[0].w_hh, truncated.layers[0].w_hh)

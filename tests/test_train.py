@@ -300,6 +300,12 @@ def test_manual_gradients_reject_stacked_models():
         fit(small_config(model={"num_layers": 2}, train={"gradients": "manual"}), "/nonexistent/never/created")
 
 
+@pytest.mark.parametrize("model", [{"remat": "sqrt"}, {"truncate": 5}])
+def test_manual_gradients_reject_remat_and_truncation(model):
+    with pytest.raises(ValueError, match="train.gradients: expected 'autodiff' with model.remat or model.truncate"):
+        fit(small_config(model=model, train={"gradients": "manual"}), "/nonexistent/never/created")
+
+
 def _cli(*args, env=None, **kw):
     return subprocess.run(
         [sys.executable, "-m", "lstm_jax.cli", *args], capture_output=True, text=True, cwd=ROOT, env=env, **kw
