@@ -118,6 +118,7 @@ class ModelConfig:
     impl: str = _field("auto", choices=IMPLS)  # "auto" (the fast path), "fast" or "scan" (the reference)
     remat: str | int | None = None  # None, "step", "sqrt" or a chunk length: checkpointing for long T
     truncate: int | None = _field(None, ge=1)  # truncated BPTT: gradients reach back at most this many steps
+    compute_dtype: str | None = _field(None, choices=("bfloat16", "float16"))  # matmul operands (fast path)
     dtype: str = _field("float32", choices=tuple(DTYPES))
     input_layer: str = _field("none", choices=INPUT_LAYERS)  # before the first recurrent layer
     input_features: int = _field(32, ge=1)  # its output size (dense or embedding only)
@@ -125,7 +126,9 @@ class ModelConfig:
     def __post_init__(self):
         _validate(self)
         try:  # the unroll's own check of impl/remat/truncate, so the rules live in one place
-            check_options(lstm_cell(), impl=self.impl, remat=self.remat, truncate=self.truncate)
+            check_options(
+                lstm_cell(), impl=self.impl, remat=self.remat, truncate=self.truncate, compute_dtype=self.compute_dtype
+            )
         except ValueError as error:
             raise ConfigError(f"config: model.{error}") from None
 
@@ -231,7 +234,7 @@ def _check_scalar(path: str, value, tp):
 def _check_field(path: str, value, f: dataclasses.Field) -> None:
     """Check ``value`` against the ``choices`` and bounds in the metadata of field ``f``."""
     choices, ge, gt, le = (f.metadata.get(k) for k in ("choices", "ge", "gt", "le"))
-    if choices and value not in choices:
+    if choices and value is not None and value not in choices:  # None passed the type check: Optional
         hint = _did_you_mean(value, choices)
         raise ConfigError(f"config: {path}: expected one of {list(choices)}, got {value!r}{hint}")
     if value is None:

@@ -62,9 +62,20 @@ class Kernel(NamedTuple):
     hidden: Callable[[Any], Array]
 
 
+def matmul(a: Array, w: Array) -> Array:
+    """``a @ w``; with 16-bit ``w`` and wider ``a``, ``a`` is cast down and the product accumulates in ``a``'s dtype.
+
+    That is the ``compute_dtype`` option: matmul operands in bfloat16, the rest (the cell state, the
+    pointwise work, the sums) in the parameters' float32.
+    """
+    if a.dtype == w.dtype:
+        return a @ w
+    return jnp.matmul(a.astype(w.dtype), w, preferred_element_type=a.dtype)
+
+
 def _rnn_step(activation: str, w_t: Array, h: Array, z: Array) -> tuple[Array, None]:
     r""":math:`h_t = f(z_t + W_{hh} h_{t-1})`, given ``w_t`` = :math:`W_{hh}^\top`."""
-    return ACTIVATIONS[activation](z + h @ w_t), None
+    return ACTIVATIONS[activation](z + matmul(h, w_t)), None
 
 
 def rnn_grad_step(activation: str, w_hh: Array, dh: Array, h: Array, h_prev: Array, saved=None):
@@ -74,12 +85,12 @@ def rnn_grad_step(activation: str, w_hh: Array, dh: Array, h: Array, h_prev: Arr
     :math:`f'` is computed from :math:`h_t` (:data:`DERIVATIVE_FROM_OUTPUT`). Returns ``(dh_prev, δ_t)``.
     """
     delta = dh * DERIVATIVE_FROM_OUTPUT[activation](h)
-    return delta @ w_hh, delta
+    return matmul(delta, w_hh), delta
 
 
 def _lstm_step(w_t: Array, carry: LSTMState, z: Array) -> tuple[LSTMState, Array]:
     """The LSTM step of :mod:`lstm_jax.cells` (``w_t`` = ``w_hh.T``), also returning the gate activations."""
-    gates = lstm_activations(z + carry.h @ w_t)
+    gates = lstm_activations(z + matmul(carry.h, w_t))
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     c = f * carry.c + i * g
     return LSTMState(o * jnp.tanh(c), c), gates
@@ -110,7 +121,7 @@ def lstm_grad_step(w_hh: Array, dcarry: LSTMState, carry: LSTMState, carry_prev:
         ],
         axis=-1,
     )
-    return LSTMState(dz @ w_hh, dc * f), dz
+    return LSTMState(matmul(dz, w_hh), dc * f), dz
 
 
 def _rnn_kernel(activation: str) -> Kernel:
@@ -148,12 +159,12 @@ def _hold(valid, new, old):
     return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
 
 
-def _forward(kernel: Kernel, reverse: bool, unroll, w_hh, zs, carry0, valid):
+def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, zs, carry0, valid):
     """The forward scan; returns ``((final carry, hs), (carries, saved))``."""
 
     # Transposed once, outside the loop: (B, D) @ (D, G·D) in the loop ran faster on the CPU than
     # the dot with the transposed operand that XLA makes of ``h @ w_hh.T`` inside it (B > 1).
-    w_t = w_hh.T
+    w_t = w_hh.T.astype(compute_dtype or w_hh.dtype)
 
     def body(carry, inputs):
         z, v = inputs
@@ -167,18 +178,19 @@ def _forward(kernel: Kernel, reverse: bool, unroll, w_hh, zs, carry0, valid):
     return (final, hs), (carries, saved)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def recurrence(kernel: Kernel, reverse: bool, unroll, w_hh: Array, zs: Array, carry0, valid):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def recurrence(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh: Array, zs: Array, carry0, valid):
     """``(final carry, hs)`` of the recurrence over projected inputs ``zs`` ``(T, *batch, G·D)``.
 
     The same numbers as :func:`lstm_jax.unroll.scan_cell` (``valid``: ``(T, *batch)`` bool or
-    ``None``), with the cheaper backward pass described in the module docstring.
+    ``None``), with the cheaper backward pass described in the module docstring. ``compute_dtype``
+    (``None``: ``w_hh``'s) is the dtype of the matmul operands, forward and backward (:func:`matmul`).
     """
-    return _forward(kernel, reverse, unroll, w_hh, zs, carry0, valid)[0]
+    return _forward(kernel, reverse, unroll, compute_dtype, w_hh, zs, carry0, valid)[0]
 
 
-def _recurrence_fwd(kernel, reverse, unroll, w_hh, zs, carry0, valid):
-    out, (carries, saved) = _forward(kernel, reverse, unroll, w_hh, zs, carry0, valid)
+def _recurrence_fwd(kernel, reverse, unroll, compute_dtype, w_hh, zs, carry0, valid):
+    out, (carries, saved) = _forward(kernel, reverse, unroll, compute_dtype, w_hh, zs, carry0, valid)
     return out, (w_hh, carry0, carries, saved, valid)
 
 
@@ -216,21 +228,24 @@ def backward(kernel: Kernel, reverse: bool, unroll, w_hh, carry0, carries, saved
     return dcarry0, dzs, kernel.hidden(prev)
 
 
-def sum_over_steps(dz: Array, a: Array) -> Array:
+def sum_over_steps(dz: Array, a: Array, compute_dtype=None) -> Array:
     r""":math:`\sum_{t,b} dz_{t,b}\, a_{t,b}^\top` as one GEMM over all steps and batch entries, accumulated
     in float32 at least (the weight gradients :math:`\partial L/\partial W = \sum_t dz_t a_t^\top`)."""
-    acc = accumulation_dtype(dz.dtype)
+    out, acc = dz.dtype, accumulation_dtype(dz.dtype)
+    if compute_dtype is not None:  # 16-bit operands, float32 sums
+        dz, a = dz.astype(compute_dtype), a.astype(compute_dtype)
     total = jnp.einsum(
         "ng,nd->gd", dz.reshape(-1, dz.shape[-1]), a.reshape(-1, a.shape[-1]), preferred_element_type=acc
     )
-    return total.astype(dz.dtype)
+    return total.astype(out)
 
 
-def _recurrence_bwd(kernel, reverse, unroll, residuals, cotangents):
+def _recurrence_bwd(kernel, reverse, unroll, compute_dtype, residuals, cotangents):
     w_hh, carry0, carries, saved, valid = residuals
     dfinal, dhs = cotangents
-    dcarry0, dzs, h_prev = backward(kernel, reverse, unroll, w_hh, carry0, carries, saved, valid, dfinal, dhs)
-    return sum_over_steps(dzs, h_prev), dzs, dcarry0, None
+    w = w_hh.astype(compute_dtype or w_hh.dtype)
+    dcarry0, dzs, h_prev = backward(kernel, reverse, unroll, w, carry0, carries, saved, valid, dfinal, dhs)
+    return sum_over_steps(dzs, h_prev, compute_dtype), dzs, dcarry0, None
 
 
 recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

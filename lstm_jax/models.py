@@ -55,6 +55,7 @@ class ModelSpec(NamedTuple):
     impl: str = "auto"  # the unroll's implementation: "auto", "fast" or "scan"
     remat: str | int | None = None  # None, "step", "sqrt" or a chunk length
     truncate: int | None = None  # truncated BPTT chunk length
+    compute_dtype: str | None = None  # matmul operand dtype on the fast path (e.g. "bfloat16")
 
 
 def get_cell(spec: ModelSpec):
@@ -129,5 +130,6 @@ def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Ar
         impl=spec.impl,
         remat=spec.remat,
         truncate=spec.truncate,
+        compute_dtype=spec.compute_dtype,
     )
     return dense(params.head, _final_h(finals[-1]) if spec.many_to_one else hs)

@@ -96,6 +96,7 @@ def model_spec(config, task: Task) -> ModelSpec:
         impl=m.impl,
         remat=m.remat,
         truncate=m.truncate,
+        compute_dtype=m.compute_dtype,
     )
 
 

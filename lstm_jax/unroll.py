@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax import _checks, fast
-from lstm_jax.cells import Cell, check_carry, check_input, check_params
+from lstm_jax.cells import Cell, check_carry, check_input, check_params, project_input
 
 Array = jax.Array
 
@@ -155,10 +155,13 @@ class Options(NamedTuple):
     impl: str = "auto"
     remat: str | int | None = None
     truncate: int | None = None
+    compute_dtype: Any = None
 
 
-def check_options(cell: Cell, *, reverse=False, unroll=None, impl="auto", remat=None, truncate=None) -> Options:
-    """Validate ``impl``, ``remat``, ``truncate`` (and resolve ``unroll=None`` to the backend's default)."""
+def check_options(
+    cell: Cell, *, reverse=False, unroll=None, impl="auto", remat=None, truncate=None, compute_dtype=None
+) -> Options:
+    """Validate ``impl``, ``remat``, ``truncate``, ``compute_dtype``; resolve ``unroll=None`` for the backend."""
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
     if impl == "fast" and fast.kernel_for(cell) is None:
@@ -173,9 +176,26 @@ def check_options(cell: Cell, *, reverse=False, unroll=None, impl="auto", remat=
         raise ValueError(f"truncate: expected None or a chunk length >= 1, got {truncate!r}")
     if truncate is not None and remat not in (None, truncate):
         raise ValueError(f"remat: expected None or the chunk length {truncate} of truncate, got {remat!r}")
+    if compute_dtype is not None:
+        compute_dtype = _check_compute_dtype(cell, compute_dtype, impl, remat)
     if unroll is None:
         unroll = DEFAULT_UNROLL.get(jax.default_backend(), 1)
-    return Options(reverse, unroll, impl, remat, truncate)
+    return Options(reverse, unroll, impl, remat, truncate, compute_dtype)
+
+
+def _check_compute_dtype(cell: Cell, compute_dtype, impl: str, remat) -> jnp.dtype:
+    try:
+        dtype = jnp.dtype(compute_dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"compute_dtype: expected None or a floating dtype such as 'bfloat16', got {compute_dtype!r}")
+    if impl == "scan" or remat == "step" or fast.kernel_for(cell) is None:
+        raise ValueError(
+            "compute_dtype: expected None unless the fast path runs (a built-in cell, impl 'auto' or 'fast', "
+            f"remat not 'step'), got {compute_dtype!r} with impl={impl!r}, remat={remat!r}, cell {cell.name}"
+        )
+    return dtype
 
 
 def _is_int(value) -> bool:
@@ -186,11 +206,19 @@ def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options):
     """The recurrence over projected inputs by the chosen implementation: ``(final carry, hs)``."""
     kernel = fast.kernel_for(cell)
     if options.impl != "scan" and options.remat != "step" and kernel is not None:
-        return fast.recurrence(kernel, options.reverse, options.unroll, params.w_hh, zs, carry0, valid)
+        args = (kernel, options.reverse, options.unroll, options.compute_dtype)
+        return fast.recurrence(*args, params.w_hh, zs, carry0, valid)
     if options.remat == "step":
         recur = jax.checkpoint(cell.recur)
         cell = cell._replace(recur=recur)
     return scan_cell(cell, params, zs, carry0, valid, reverse=options.reverse, unroll=options.unroll)
+
+
+def _project(cell: Cell, params, xs: Array, options: Options) -> Array:
+    """The cell's input projection; with a ``compute_dtype`` (built-in cells only), in that dtype."""
+    if options.compute_dtype is None:
+        return cell.project(params, xs)
+    return project_input(params, xs, options.compute_dtype)
 
 
 def _chunk_length(options: Options, num_steps: int) -> int | None:
@@ -222,7 +250,7 @@ def _chunked(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, 
         xs_chunk, valid_chunk = inputs
         if options.truncate is not None:
             carry = jax.lax.stop_gradient(carry)
-        return _scan(cell, params, cell.project(params, xs_chunk), carry, valid_chunk, options)
+        return _scan(cell, params, _project(cell, params, xs_chunk, options), carry, valid_chunk, options)
 
     if options.remat is not None:
         chunk = jax.checkpoint(chunk)
@@ -242,7 +270,7 @@ def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
     length = _chunk_length(options, xs_tm.shape[0])
     if length is not None:
         return _chunked(cell, params, xs_tm, carry0, valid, options, length)
-    zs = cell.project(params, xs_tm)  # one GEMM for all steps
+    zs = _project(cell, params, xs_tm, options)  # one GEMM for all steps
     return _scan(cell, params, zs, carry0, valid, options)
 
 
@@ -259,6 +287,7 @@ def unroll(
     impl: str = "auto",
     remat: str | int | None = None,
     truncate: int | None = None,
+    compute_dtype=None,
 ):
     r"""Run ``cell`` over sequences: :math:`(c_t, h_t) = \mathrm{cell}(c_{t-1}, x_t)` for each t.
 
@@ -274,6 +303,8 @@ def unroll(
       impl: ``"auto"``, ``"fast"`` or ``"scan"`` (module docstring); all give the same numbers.
       remat: ``None``, ``"step"``, ``"sqrt"`` or a chunk length: checkpointing for long sequences.
       truncate: ``None`` or ``K``: truncated BPTT, gradients reach back at most ``K`` steps.
+      compute_dtype: ``None`` or e.g. ``"bfloat16"``: the dtype of the matmul operands on the fast
+        path; the carry, the pointwise work and the sums stay in the parameters' dtype.
 
     Returns:
       ``(final_carry, hs)``; ``hs`` has the layout of ``xs`` with ``D`` features, zero at padding.
@@ -282,7 +313,9 @@ def unroll(
       ValueError: when shapes or dtypes of inputs, parameters, carry or lengths do not fit.
     """
     cell = as_cell(cell)
-    options = check_options(cell, reverse=reverse, unroll=unroll, impl=impl, remat=remat, truncate=truncate)
+    options = check_options(
+        cell, reverse=reverse, unroll=unroll, impl=impl, remat=remat, truncate=truncate, compute_dtype=compute_dtype
+    )
     check_layer_input(cell, params, xs, "(T, *batch, M)" if time_major else "(*batch, T, M)")
     xs_tm, valid = time_major_inputs(xs, lengths, time_major)
     carry, hs = _layer(cell, params, xs_tm, carry0, valid, options)
@@ -326,6 +359,7 @@ def unroll_layers(
     impl: str = "auto",
     remat: str | int | None = None,
     truncate: int | None = None,
+    compute_dtype=None,
 ):
     """Stacked (and optionally bidirectional) layers: layer ``l`` reads the outputs of layer ``l-1``.
 
@@ -336,14 +370,14 @@ def unroll_layers(
         :func:`lstm_jax.init.init_layers` builds them.
       carry0: ``None`` or one initial carry per layer (a ``Bidirectional`` pair for a
         bidirectional layer); ``None`` entries mean zeros.
-      lengths, time_major, unroll, impl, remat, truncate: as in :func:`unroll`; lengths are
+      lengths, time_major, unroll, impl, remat, truncate, compute_dtype: as in :func:`unroll`; lengths are
         checked and masked once.
 
     Returns:
       ``(final_carries, hs)``: a tuple with one final carry per layer, and the last layer's outputs.
     """
     cell = as_cell(cell)
-    options = check_options(cell, unroll=unroll, impl=impl, remat=remat, truncate=truncate)
+    options = check_options(cell, unroll=unroll, impl=impl, remat=remat, truncate=truncate, compute_dtype=compute_dtype)
     if len(layers) == 0:
         raise ValueError("layers: expected at least one layer, got an empty sequence")
     if carry0 is None:

@@ -135,6 +135,14 @@ def test_frozen_hashable_and_picklable():
         ({"model": {"truncate": 0}}, "model.truncate: must be >= 1, got 0"),
         ({"model": {"truncate": 4, "remat": 5}}, "model.remat: expected None or the chunk length 4 of truncate"),
         ({"model": {"unroll": 0}}, "model.unroll: must be >= 1, got 0"),
+        (
+            {"model": {"compute_dtype": "int8"}},
+            r"model.compute_dtype: expected one of \['bfloat16', 'float16'\], got 'int8'",
+        ),
+        (
+            {"model": {"compute_dtype": "bfloat16", "impl": "scan"}},
+            "model.compute_dtype: expected None unless the fast path runs",
+        ),
         ({"train": {"batch_size": -1}}, "train.batch_size: must be >= 1, got -1"),
         ({"train": {"log_every": 0}}, "train.log_every: must be >= 1, got 0"),
         ({"optim": {"learning_rate": 0}}, "optim.learning_rate: must be > 0, got 0.0"),
@@ -313,7 +321,15 @@ def test_the_task_registry_is_used_by_default():
 
 
 @pytest.mark.parametrize(
-    "model", [{"remat": "sqrt"}, {"remat": 10}, {"remat": "step", "impl": "scan"}, {"truncate": 20}, {"unroll": None}]
+    "model",
+    [
+        {"remat": "sqrt"},
+        {"remat": 10},
+        {"remat": "step", "impl": "scan"},
+        {"truncate": 20},
+        {"unroll": None},
+        {"compute_dtype": "bfloat16"},
+    ],
 )
 def test_fast_path_options_are_accepted_and_round_trip(model, tmp_path):
     config = load({"task": {"name": "adding"}, "model": model})

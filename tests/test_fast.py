@@ -269,7 +269,37 @@ def test_recurrence_shapes(key):
     """The kernel-level API: time-major projected inputs in, ``(final carry, hs)`` out."""
     cell, params, xs, carry0, _ = _problem("lstm", key, batch=(2,), T=5, dtype=jnp.float32)
     zs = cell.project(params, jnp.moveaxis(xs, -2, 0))
-    carry, hs = fast.recurrence(fast.KERNELS[cell], False, 1, params.w_hh, zs, carry0, None)
+    carry, hs = fast.recurrence(fast.KERNELS[cell], False, 1, None, params.w_hh, zs, carry0, None)
     assert isinstance(carry, LSTMState) and carry.h.shape == carry.c.shape == (2, D)
     assert hs.shape == (5, 2, D)
     np.testing.assert_array_equal(hs[-1], carry.h)
+
+
+@pytest.mark.parametrize("name", ["lstm", "tanh"])
+def test_bfloat16_compute_with_float32_state(name, key):
+    """compute_dtype="bfloat16": float32 parameters, carries and gradients; bf16 matmul operands."""
+    cell, params, xs, carry0, lengths = _problem(name, key, T=20, dtype=jnp.float32)
+    (carry, hs), grads = _value_and_grads(cell, params, xs, carry0, lengths=lengths, compute_dtype="bfloat16")
+    (carry32, hs32), grads32 = _value_and_grads(cell, params, xs, carry0, lengths=lengths)
+    assert hs.dtype == jnp.float32 and all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves((carry, grads)))
+    np.testing.assert_allclose(hs, hs32, atol=0.03)
+    assert not np.array_equal(hs, hs32)  # the matmuls did run in bfloat16
+    for g, g32 in zip(jax.tree.leaves(grads), jax.tree.leaves(grads32)):
+        np.testing.assert_allclose(g, g32, atol=0.05 * float(jnp.max(jnp.abs(g32))))
+    same = _value_and_grads(cell, params, xs, carry0, lengths=lengths, compute_dtype="float32")
+    assert_trees_close(same, ((carry32, hs32), grads32), rtol=0)  # the params' own dtype: no change
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"compute_dtype": "int8"}, "compute_dtype: expected None or a floating dtype such as 'bfloat16', got 'int8'"),
+        ({"compute_dtype": "half-ish"}, "compute_dtype: expected None or a floating dtype"),
+        ({"compute_dtype": "bfloat16", "impl": "scan"}, "compute_dtype: expected None unless the fast path runs"),
+        ({"compute_dtype": "bfloat16", "remat": "step"}, "compute_dtype: expected None unless the fast path runs"),
+    ],
+)
+def test_bad_compute_dtype(options, message, key):
+    cell, params, xs, carry0, _ = _problem("lstm", key, dtype=jnp.float32)
+    with pytest.raises(ValueError, match=message):
+        unroll(cell, params, xs, carry0, **options)
