@@ -387,17 +387,67 @@ def runners_for(impls, layers, xs, device, log=print) -> list[Runner]:
 # Timing
 
 
-def time_interleaved(runners: list[Runner], repeats: int) -> dict[tuple[str, str], dict[str, list[float]]]:
+def machine_busy(interval: float = 0.25) -> float | None:
+    """Fraction of all CPUs busy during ``interval`` seconds (``/proc/stat``) while this process sleeps.
+
+    Measured between repeats, when nothing of ours runs: it is the load of *other* processes.
+    ``None`` where ``/proc/stat`` does not exist.
+    """
+
+    def sample():
+        fields = [int(v) for v in pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_until_quiet(threshold: float, max_wait: float) -> tuple[float | None, float]:
+    """Sample :func:`machine_busy` until it is at most ``threshold`` or ``max_wait`` seconds passed.
+
+    Returns ``(last busy fraction, seconds waited)``; with ``max_wait <= 0`` samples once.
+    """
+    start = time.perf_counter()
+    while True:
+        busy = machine_busy()
+        waited = time.perf_counter() - start
+        if busy is None or busy <= threshold or waited >= max_wait:
+            return busy, waited
+        time.sleep(1.0)
+
+
+class Timings(NamedTuple):
+    """Per ``(impl, variant)``: ``{"fwd": [ms...], "train": [ms...]}``; per repeat, the others' CPU load and wait."""
+
+    ms: dict[tuple[str, str], dict[str, list[float]]]
+    busy: list[float]
+    waited_s: list[float]
+
+
+def time_interleaved(runners: list[Runner], repeats: int, quiet: float = 1.0, max_wait: float = 0.0) -> Timings:
     """Milliseconds of each runner's forward and training step, ``repeats`` times, interleaved.
 
     Each repeat times one forward call of every runner, then one training step of every runner;
-    the order is rotated every repeat. The garbage collector is off while timing.
+    the order is rotated every repeat. The garbage collector is off while timing. Before each
+    repeat the machine's load from other processes is sampled, waiting up to ``max_wait`` seconds
+    for it to fall to ``quiet`` (a fraction of all CPUs); ``quiet=1`` never waits.
     """
-    times = {(r.impl, r.variant): {"fwd": [], "train": []} for r in runners}
+    ms = {(r.impl, r.variant): {"fwd": [], "train": []} for r in runners}
+    busy, waited = [], []
     gc.collect()
     gc.disable()
     try:
         for repeat in range(repeats):
+            load, seconds = wait_until_quiet(quiet, max_wait)
+            if load is not None:
+                busy.append(load)
+            waited.append(seconds)
             order = runners[repeat % len(runners) :] + runners[: repeat % len(runners)]
             for kind in ("fwd", "train"):
                 for runner in order:
@@ -405,11 +455,11 @@ def time_interleaved(runners: list[Runner], repeats: int) -> dict[tuple[str, str
                     start = time.perf_counter()
                     result = call()
                     elapsed = time.perf_counter() - start
-                    times[(runner.impl, runner.variant)][kind].append(1000 * elapsed)
+                    ms[(runner.impl, runner.variant)][kind].append(1000 * elapsed)
                     del result
     finally:
         gc.enable()
-    return times
+    return Timings(ms, busy, waited)
 
 
 def versions() -> dict[str, str]:
@@ -430,6 +480,15 @@ def versions() -> dict[str, str]:
 
         found["torch"] = torch.__version__
     return found
+
+
+def torch_threads() -> int | None:
+    """torch's CPU intra-op threads (``None`` without torch)."""
+    if not torch_available():
+        return None
+    import torch
+
+    return torch.get_num_threads()
 
 
 def cpu_model() -> str:
@@ -465,8 +524,10 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def run_suite(shapes, dtypes, impls, repeats: int, device=None, log=print) -> list[dict]:
-    """Benchmark rows for every shape and dtype (see ``ROW_KEYS``)."""
+def run_suite(
+    shapes, dtypes, impls, repeats: int, device=None, log=print, quiet: float = 1.0, max_wait: float = 0.0
+) -> list[dict]:
+    """Benchmark rows for every shape and dtype (see ``ROW_KEYS``); ``quiet``, ``max_wait``: :func:`time_interleaved`."""
     device = device or jax.devices("cpu")[0]
     info = {"device": device.platform, "device_name": device_name(device), "versions": versions()}
     rows = []
@@ -475,8 +536,10 @@ def run_suite(shapes, dtypes, impls, repeats: int, device=None, log=print) -> li
             log(f"{dtype} B={shape.B} T={shape.T} M={shape.M} D={shape.D} layers={shape.layers}")
             layers, xs = problem(shape, dtype, device)
             runners = runners_for(impls, layers, xs, device, log)
-            times = time_interleaved(runners, repeats)
-            for (impl, variant), t in times.items():
+            timings = time_interleaved(runners, repeats, quiet, max_wait)
+            busy = round(statistics.median(timings.busy), 3) if timings.busy else None
+            log(f"  other processes' CPU load before repeats: median {busy}, waited {sum(timings.waited_s):.0f} s")
+            for (impl, variant), t in timings.ms.items():
                 fwd, train = statistics.median(t["fwd"]), statistics.median(t["train"])
                 row = {
                     "impl": impl,
@@ -493,6 +556,9 @@ def run_suite(shapes, dtypes, impls, repeats: int, device=None, log=print) -> li
                     "fwd_ms_min": round(min(t["fwd"]), 4),
                     "train_ms_min": round(min(t["train"]), 4),
                     "repeats": repeats,
+                    "others_busy": busy,  # median fraction of the CPUs used by other processes before a repeat
+                    "waited_s": round(sum(timings.waited_s), 1),
+                    "torch_threads": torch_threads(),
                     "date": now(),
                     "versions": info["versions"],
                 }
@@ -688,7 +754,7 @@ def memory_table(rows: list[dict]) -> str:
             f"{row[k] / 2**20:.1f}" for k in ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes")
         ]
         lines.append(
-            f"| {row['impl']} | {_options_label(row['options'])}{' (default)' if row.get('default_options') else ''} | "
+            f"| {row['impl']} | {_options_label(row['options'])}{' (default)' if row.get('default_options') and row['options'] else ''} | "
             f"{mib[0]} | {row['temp_per_T_B_D']} | "
             f"{mib[1]} | {mib[2]} | {row['compile_s']} |"
         )
@@ -753,6 +819,14 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", help="comma-separated, of " + ",".join(DTYPES) + " (default: the device's)")
     parser.add_argument("--impls", default=",".join(IMPLS), help="comma-separated, of " + ",".join(IMPLS))
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per implementation (median reported)")
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        default=0.15,
+        help="before each repeat, wait until other processes use at most this fraction of the CPUs (1: never wait)",
+    )
+    parser.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait for --quiet, per repeat")
+    parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads on CPU (default: torch's own)")
     parser.add_argument("--out", type=pathlib.Path, help="JSON rows (default experiments/results/bench_<device>.json)")
     parser.add_argument("--table", action="store_true", help="print the tables and write them to OUT with .md")
     parser.add_argument("--from", dest="from_json", type=pathlib.Path, help="only render the tables of this JSON")
@@ -779,6 +853,13 @@ def main(argv=None) -> int:
         parser.error(f"--impls: expected names from {','.join(IMPLS)}, got {args.impls!r}")
     if args.repeats < 1:
         parser.error(f"--repeats: expected >= 1, got {args.repeats}")
+    if args.torch_threads is not None:
+        if args.torch_threads < 1:
+            parser.error(f"--torch-threads: expected >= 1, got {args.torch_threads}")
+        if torch_available():
+            import torch
+
+            torch.set_num_threads(args.torch_threads)
     device = pick_device(args.device)
     kind = "gpu" if device.platform == "gpu" else "cpu"
     dtypes = args.dtypes.split(",") if args.dtypes else DEFAULT_DTYPES[kind]
@@ -793,7 +874,7 @@ def main(argv=None) -> int:
         out = args.out or RESULTS / f"bench_memory_{kind}.json"
     else:
         shapes = SHAPES[args.shapes or kind]
-        rows = run_suite(shapes, dtypes, impls, args.repeats, device)
+        rows = run_suite(shapes, dtypes, impls, args.repeats, device, quiet=args.quiet, max_wait=args.max_wait)
         out = args.out or RESULTS / f"bench_{kind}.json"
     write_atomic(out, json.dumps(rows, indent=1) + "\n")
     print(f"wrote {_relative(out)} ({len(rows)} rows)")

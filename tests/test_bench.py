@@ -112,6 +112,8 @@ def test_rows_have_the_documented_fields():
         assert row["tokens_per_s_train"] == pytest.approx(shape.B * shape.T / (row["train_ms"] / 1000), rel=1e-3)
         assert {"python", "jax", "jaxlib", "flax", "optax", "numpy"} <= set(row["versions"])
         assert row["date"].endswith("+00:00")
+        assert row["repeats"] == 2 and row["waited_s"] >= 0 and "torch_threads" in row
+        assert row["others_busy"] is None or 0 <= row["others_busy"] <= 1
     json.dumps(rows)
 
 
