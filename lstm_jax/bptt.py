@@ -36,7 +36,7 @@ from lstm_jax.cells import (
     check_input,
     check_params,
     dense,
-    lstm_gates,
+    lstm_activations,
     rnn_cell,
 )
 from lstm_jax.losses import accumulation_dtype, prepare, sequence_loss, step_loss_grad, time_weights
@@ -224,5 +224,5 @@ def lstm_bptt(
     # Recompute the gates of every step at once from the stored carries (no scan needed);
     # steps: lstm_jax.fast.lstm_grad_step.
     h_prev = jnp.concatenate([fwd.carry0.h[None], fwd.carries.h[:-1]], axis=0)
-    gates = lstm_gates(fwd.zs + h_prev @ params.w_hh.T)
+    gates = lstm_activations(fwd.zs + h_prev @ params.w_hh.T)  # [i; f; g; o], (T, *batch, 4D)
     return fwd.loss, _backward(LSTM_CELL, params, fwd, gates)

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax.cells import ACTIVATIONS, LSTM_CELL, Cell, LSTMState, lstm_activations, rnn_cell
+from lstm_jax.cells import lstm_activation_derivative as activation_derivative
 from lstm_jax.losses import accumulation_dtype
 
 Array = jax.Array
@@ -97,7 +98,7 @@ def _lstm_step(w_t: Array, carry: LSTMState, z: Array) -> tuple[LSTMState, Array
 
 
 def lstm_grad_step(w_hh: Array, dcarry: LSTMState, carry: LSTMState, carry_prev: LSTMState, gates):
-    r"""One LSTM backward step (``docs/maths.md``), gates ``(i, f, g, o)`` fused or as a 4-tuple.
+    r"""One LSTM backward step (``docs/maths.md``), given the fused gate activations ``[i; f; g; o]``.
 
     .. math::
        dc_t &\mathrel{+}= dh_t \odot o_t \odot (1 - \tanh^2 c_t), \quad
@@ -108,19 +109,13 @@ def lstm_grad_step(w_hh: Array, dcarry: LSTMState, carry: LSTMState, carry_prev:
     ``dcarry`` is ``LSTMState(∂L/∂h_t in total, ∂L/∂c_t from step t+1)``. Returns
     ``(LSTMState(dh_prev, dc_prev), dz_t)`` with ``dz_t = [dz_i; dz_f; dz_g; dz_o]``.
     """
-    i, f, g, o = jnp.split(gates, 4, axis=-1) if isinstance(gates, jax.Array) else gates
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
     dh = dcarry.h
     tanh_c = jnp.tanh(carry.c)
     dc = dcarry.c + dh * o * (1 - tanh_c**2)  # back through h_t = o_t ⊙ tanh(c_t)
-    dz = jnp.concatenate(
-        [
-            dc * g * i * (1 - i),  # input gate, through σ
-            dc * carry_prev.c * f * (1 - f),  # forget gate, through σ
-            dc * i * (1 - g**2),  # candidate, through tanh
-            dh * tanh_c * o * (1 - o),  # output gate, through σ
-        ],
-        axis=-1,
-    )
+    # ∂L/∂gate for (i, f, g, o): dc ⊙ c̃, dc ⊙ c_{t-1}, dc ⊙ i, dh ⊙ tanh(c_t); then through the activation
+    upstream = jnp.concatenate([dc * g, dc * carry_prev.c, dc * i, dh * tanh_c], axis=-1)
+    dz = upstream * activation_derivative(gates)
     return LSTMState(matmul(dz, w_hh), dc * f), dz
 
 

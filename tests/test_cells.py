@@ -204,3 +204,15 @@ def test_lstm_activations_one_tanh_equals_sigmoid_and_tanh(dtype, atol):
         actual = lstm_activations(z)
         assert actual.dtype == dtype and actual.shape == z.shape
         np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=0, atol=atol)
+
+
+def test_lstm_activation_derivative_equals_autodiff():
+    """``s² − (a − off)²`` from the output equals the elementwise derivative of the activations."""
+    from lstm_jax.cells import lstm_activation_derivative, lstm_activations
+
+    with jax.enable_x64(True):
+        z = jnp.linspace(-8.0, 8.0, 4 * 12).reshape(3, 16)
+        expected = jax.vmap(jax.vmap(jax.grad(lambda zk, k: lstm_activations(z[0].at[k].set(zk))[k])))(
+            z, jnp.broadcast_to(jnp.arange(16), z.shape)
+        )
+        np.testing.assert_allclose(lstm_activation_derivative(lstm_activations(z)), expected, rtol=1e-12, atol=1e-14)
