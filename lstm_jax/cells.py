@@ -111,16 +111,9 @@ def add_bias(y: Array, b: Array) -> Array:
     return y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
 
 
-def project_input(params: RNNParams | LSTMParams, x: Array, compute_dtype=None) -> Array:
-    r""":math:`z = W_{ih} x + b` for any leading dimensions of ``x``; shared by both cells.
-
-    With ``compute_dtype`` (e.g. bfloat16) the matmul operands are cast to it and the product and
-    ``z`` keep the parameters' dtype (accumulation in float32).
-    """
-    if compute_dtype is None:
-        return add_bias(jnp.einsum("...m,gm->...g", x, params.w_ih), params.b)
-    w, x = params.w_ih.astype(compute_dtype), x.astype(compute_dtype)
-    return add_bias(jnp.einsum("...m,gm->...g", x, w, preferred_element_type=params.b.dtype), params.b)
+def project_input(params: RNNParams | LSTMParams, x: Array) -> Array:
+    r""":math:`z = W_{ih} x + b` for any leading dimensions of ``x``; shared by both cells."""
+    return add_bias(jnp.einsum("...m,gm->...g", x, params.w_ih), params.b)
 
 
 def _rnn_recur(activation: str, params: RNNParams, h: Array, z: Array) -> tuple[Array, Array]:

@@ -64,10 +64,11 @@ class Kernel(NamedTuple):
 
 
 def matmul(a: Array, w: Array) -> Array:
-    """``a @ w``; with 16-bit ``w`` and wider ``a``, ``a`` is cast down and the product accumulates in ``a``'s dtype.
+    """``a @ w``; when ``w`` is narrower (16-bit), ``a`` is cast to it and the product accumulates in ``a``'s dtype.
 
     That is the ``compute_dtype`` option: matmul operands in bfloat16, the rest (the cell state, the
-    pointwise work, the sums) in the parameters' float32.
+    pointwise work, the sums) in the parameters' float32. (A ``compute_dtype`` wider than the
+    parameters is rejected by :func:`lstm_jax.unroll.unroll`.)
     """
     if a.dtype == w.dtype:
         return a @ w
@@ -191,6 +192,8 @@ def _recurrence_fwd(kernel, reverse, unroll, compute_dtype, w_hh, zs, carry0, va
 
 def _shift(carries, carry0, reverse: bool):
     """Per leaf, the carry *before* each step (in scan order): ``carry0`` then all but the last."""
+    if not jax.tree.leaves(carries)[0].shape[0]:  # T = 0: no step, nothing before it
+        return carries
     if reverse:
         return jax.tree.map(lambda cs, c0: jnp.concatenate([cs[1:], c0[None]], axis=0), carries, carry0)
     return jax.tree.map(lambda cs, c0: jnp.concatenate([c0[None], cs[:-1]], axis=0), carries, carry0)
@@ -244,3 +247,36 @@ def _recurrence_bwd(kernel, reverse, unroll, compute_dtype, residuals, cotangent
 
 
 recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# The input projection in a narrower compute dtype.
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def project(compute_dtype, w_ih: Array, b: Array, xs: Array) -> Array:
+    r""":math:`z = W_{ih} x + b` with the matmul operands in ``compute_dtype`` and ``z`` in ``b``'s dtype.
+
+    Its backward pass keeps every gradient in the parameters' dtype: :math:`\partial L/\partial W_{ih}
+    = \sum_t dz_t x_t^\top` is one GEMM of ``compute_dtype`` operands accumulated in float32
+    (:func:`sum_over_steps`), and :math:`\partial L/\partial x_t = W_{ih}^\top dz_t`. (Plain
+    autodiff of ``astype`` would round ``∂L/∂W_ih`` to the compute dtype.)
+    """
+    w = w_ih.astype(compute_dtype)
+    z = jnp.einsum("...m,gm->...g", xs.astype(compute_dtype), w, preferred_element_type=b.dtype)
+    return z + b.reshape((1,) * (z.ndim - 1) + b.shape)
+
+
+def _project_fwd(compute_dtype, w_ih, b, xs):
+    return project(compute_dtype, w_ih, b, xs), (w_ih, xs)
+
+
+def _project_bwd(compute_dtype, residuals, dz):
+    w_ih, xs = residuals
+    dw = sum_over_steps(dz, xs, compute_dtype).astype(w_ih.dtype)
+    db = dz.reshape(-1, dz.shape[-1]).sum(0, dtype=accumulation_dtype(dz.dtype)).astype(dz.dtype)
+    dxs = matmul(dz, w_ih.astype(compute_dtype)).astype(xs.dtype)
+    return dw, db, dxs
+
+
+project.defvjp(_project_fwd, _project_bwd)

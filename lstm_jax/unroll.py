@@ -27,6 +27,8 @@ chunk at a time, so the memory of BPTT falls from ``O(T)`` per-step intermediate
 (plus the outputs). ``remat="step"`` checkpoints every step of the plain scan instead.
 ``truncate=K`` is truncated BPTT: the carry enters each chunk under ``stop_gradient``, so gradients
 reach back at most ``K`` steps (and none reaches ``carry0``); the forward numbers are unchanged.
+Chunks are counted from step 0 of the padded batch; a sequence that ended in an earlier chunk is
+not cut again, so the gradient of its final carry reaches back to the start of its last chunk.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lstm_jax import _checks, fast
-from lstm_jax.cells import Cell, check_carry, check_input, check_params, project_input
+from lstm_jax.cells import Cell, check_carry, check_input, check_params
 
 Array = jax.Array
 
@@ -178,6 +181,8 @@ def check_options(
         raise ValueError(f"remat: expected None or the chunk length {truncate} of truncate, got {remat!r}")
     if compute_dtype is not None:
         compute_dtype = _check_compute_dtype(cell, compute_dtype, impl, remat)
+    if not (unroll is None or isinstance(unroll, bool) or (_is_int(unroll) and unroll >= 1)):
+        raise ValueError(f"unroll: expected None, a bool or an int >= 1, got {unroll!r}")
     if unroll is None:
         unroll = DEFAULT_UNROLL.get(jax.default_backend(), 1)
     return Options(reverse, unroll, impl, remat, truncate, compute_dtype)
@@ -199,7 +204,8 @@ def _check_compute_dtype(cell: Cell, compute_dtype, impl: str, remat) -> jnp.dty
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options):
@@ -218,15 +224,30 @@ def _project(cell: Cell, params, xs: Array, options: Options) -> Array:
     """The cell's input projection; with a ``compute_dtype`` (built-in cells only), in that dtype."""
     if options.compute_dtype is None:
         return cell.project(params, xs)
-    return project_input(params, xs, options.compute_dtype)
+    return fast.project(options.compute_dtype, params.w_ih, params.b, xs)
 
 
 def _chunk_length(options: Options, num_steps: int) -> int | None:
+    """The chunk length of ``remat``/``truncate`` (never more than ``T``: padding would be wasted work)."""
     if options.truncate is not None:
-        return options.truncate
-    if options.remat == "sqrt":
-        return max(1, math.isqrt(num_steps - 1) + 1) if num_steps > 1 else 1
-    return options.remat if _is_int(options.remat) else None
+        length = options.truncate
+    elif options.remat == "sqrt":
+        length = math.isqrt(num_steps - 1) + 1 if num_steps > 1 else 1
+    elif _is_int(options.remat):
+        length = options.remat
+    else:
+        return None
+    return max(1, min(length, num_steps))
+
+
+def _cut(carry, valid_chunk):
+    """Truncation at a chunk boundary: ``stop_gradient`` on the carry of every sequence that still has
+    steps in the chunk. A sequence that has ended keeps its held carry's gradient, so the gradient
+    of its final carry reaches back ``K`` steps from the chunk it ended in, not zero steps."""
+    if valid_chunk is None:
+        return jax.lax.stop_gradient(carry)
+    active = jnp.any(valid_chunk, axis=0)[..., None]
+    return jax.tree.map(lambda c: jnp.where(active, jax.lax.stop_gradient(c), c), carry)
 
 
 def _chunked(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, length: int):
@@ -249,13 +270,22 @@ def _chunked(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, 
     def chunk(carry, inputs):
         xs_chunk, valid_chunk = inputs
         if options.truncate is not None:
-            carry = jax.lax.stop_gradient(carry)
+            carry = _cut(carry, valid_chunk)
         return _scan(cell, params, _project(cell, params, xs_chunk, options), carry, valid_chunk, options)
 
     if options.remat is not None:
         chunk = jax.checkpoint(chunk)
     carry, hs = jax.lax.scan(chunk, carry0, (split(xs_tm), split(valid)), reverse=options.reverse)
     return carry, hs.reshape(chunks * length, *hs.shape[2:])[:num_steps]
+
+
+def _resolve_compute_dtype(options: Options, param_dtype) -> Options:
+    """Reject a ``compute_dtype`` wider than the parameters; drop one equal to theirs (nothing to cast)."""
+    if options.compute_dtype.itemsize > jnp.dtype(param_dtype).itemsize:
+        raise ValueError(
+            f"compute_dtype: expected a dtype no wider than the parameters' {param_dtype}, got {options.compute_dtype}"
+        )
+    return options._replace(compute_dtype=None) if options.compute_dtype == param_dtype else options
 
 
 def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
@@ -267,6 +297,8 @@ def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
         carry0 = cell.zeros(params, batch_shape)
     if cell.gates:
         check_carry(cell, params, carry0, batch_shape)
+    if options.compute_dtype is not None:  # set only for a built-in cell (check_options)
+        options = _resolve_compute_dtype(options, params.w_hh.dtype)
     length = _chunk_length(options, xs_tm.shape[0])
     if length is not None:
         return _chunked(cell, params, xs_tm, carry0, valid, options, length)
