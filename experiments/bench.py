@@ -84,6 +84,8 @@ SHAPES: dict[str, list[Shape]] = {
         Shape(8, 150, 256, 256, 1),
     ],
     "quick": [Shape(3, 7, 5, 4, 1), Shape(2, 6, 3, 4, 2)],
+    # Is the time linear in T? The same layer at T = 100 and T = 1000 (the issue asks <= 11x).
+    "linear": [Shape(16, 100, 128, 128, 1), Shape(16, 1000, 128, 128, 1)],
 }
 IMPLS = ("lstm_jax", "flax", "torch", "gemm_floor")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

@@ -388,3 +388,21 @@ def test_bad_compute_dtype(options, message, key):
     cell, params, xs, carry0, _ = _problem("lstm", key, dtype=jnp.float32)
     with pytest.raises(ValueError, match=message):
         unroll(cell, params, xs, carry0, **options)
+
+
+@pytest.mark.parametrize("options", [{}, {"reverse": True, "with_lengths": True}, {"unroll": 2}])
+def test_long_sequences_run_in_cache_sized_chunks_with_the_same_numbers(options, key, monkeypatch):
+    """Past 2 x DEFAULT_CHUNK steps the fast path projects and scans chunk by chunk: same numbers."""
+    import importlib
+
+    unroll_module = importlib.import_module("lstm_jax.unroll")  # the module, not the function
+    monkeypatch.setitem(unroll_module.DEFAULT_CHUNK, jax.default_backend(), 8)
+    assert unroll_module._cache_chunk(30) == 8 and unroll_module._cache_chunk(15) is None
+    with jax.enable_x64(True):
+        cell, params, xs, carry0, lengths = _problem("lstm", key, T=30)
+        options = dict(options)
+        if options.pop("with_lengths", False):
+            options["lengths"] = lengths * 4
+        result = _value_and_grads(cell, params, xs, carry0, **options)
+        reference = _value_and_grads(cell, params, xs, carry0, impl="scan", **options)
+        assert_trees_close(result, reference, **F64)
