@@ -287,7 +287,7 @@ def _chunked(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, 
             carry = _cut(carry, valid_chunk)
         return _scan(cell, params, _project(cell, params, xs_chunk, options), carry, valid_chunk, options)
 
-    if options.remat is not None:
+    if options.remat is not None:  # "sqrt" or a chunk length (never "step": no chunks then)
         chunk = jax.checkpoint(chunk)
     carry, hs = jax.lax.scan(chunk, carry0, (split(xs_tm), split(valid)), reverse=options.reverse)
     return carry, hs.reshape(chunks * length, *hs.shape[2:])[:num_steps]
@@ -314,7 +314,7 @@ def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
     if options.compute_dtype is not None:  # set only for a built-in cell (check_options)
         options = _resolve_compute_dtype(options, params.w_hh.dtype)
     length = _chunk_length(options, xs_tm.shape[0])
-    if length is None and options.impl != "scan" and fast.kernel_for(cell) is not None:
+    if length is None and options.impl != "scan" and options.remat is None and fast.kernel_for(cell) is not None:
         length = _cache_chunk(xs_tm.shape[0])
     if length is not None:
         return _chunked(cell, params, xs_tm, carry0, valid, options, length)
