@@ -113,16 +113,21 @@ def _final_loss(row: dict) -> float:
     return row["final"]["loss"] if row["final"] else float("nan")
 
 
+def _by_config_and_T(rows: list[dict]) -> list[tuple[tuple[str, int], list[dict]]]:
+    """The rows grouped by (config, T), in sorted order: one table row per group of seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["config"], row["task"]["params"]["T"]), []).append(row)
+    return sorted(groups.items())
+
+
 def _adding_table(rows: list[dict], published: dict) -> str:
     """Per config and T: final eval loss over seeds, solved count, steps, wall time."""
     out = [
         "| model | T | final eval loss, per seed | mean | solved | steps (median) | wall s (total) | baseline | published |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["config"], row["task"]["params"]["T"]), []).append(row)
-    for (config, T), group in sorted(groups.items()):
+    for (config, T), group in _by_config_and_T(rows):
         losses = [_final_loss(r) for r in group]
         out.append(
             f"| {config} | {T} | {', '.join(f'{x:.4f}' for x in losses)} | {statistics.mean(losses):.4f} "
@@ -163,10 +168,7 @@ def _metric_table(rows: list[dict], published: dict) -> str:
         "| wall s (total) | baseline loss | published |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["config"], row["task"]["params"]["T"]), []).append(row)
-    for (config, T), group in sorted(groups.items()):
+    for (config, T), group in _by_config_and_T(rows):
         metrics = ", ".join(f"{r['final'][metric]:.3f}" for r in group)
         out.append(
             f"| {config} | {T} | {', '.join(f'{_final_loss(r):.4f}' for r in group)} | {metrics} "
