@@ -39,7 +39,7 @@ from lstm_jax.cells import (
     lstm_activations,
     rnn_cell,
 )
-from lstm_jax.losses import accumulation_dtype, prepare, sequence_loss, step_loss_grad, time_weights
+from lstm_jax.losses import prepare, sequence_loss, step_loss_grad, time_weights
 from lstm_jax.unroll import scan_cell, time_major_inputs, unroll, valid_steps
 
 Array = jax.Array
@@ -141,7 +141,7 @@ def _weight_grads(dz: Array, xs: Array, h_prev: Array, params) -> Any:
     return type(params)(
         w_ih=fast.sum_over_steps(dz, xs),
         w_hh=fast.sum_over_steps(dz, h_prev),
-        b=dz.reshape(-1, dz.shape[-1]).sum(0, dtype=accumulation_dtype(dz.dtype)).astype(dz.dtype),
+        b=fast.sum_rows(dz),
     )
 
 

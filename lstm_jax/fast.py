@@ -33,7 +33,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.cells import ACTIVATIONS, LSTM_CELL, Cell, LSTMState, lstm_activations, rnn_cell
+from lstm_jax.cells import ACTIVATIONS, LSTM_CELL, Cell, LSTMState, add_bias, lstm_activations, rnn_cell
 from lstm_jax.cells import lstm_activation_derivative as activation_derivative
 from lstm_jax.losses import accumulation_dtype
 
@@ -165,12 +165,13 @@ def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, zs, car
     # forward 3.5 -> 2.5 ms), so the transpose is left inside the loop for XLA to fold into the dot.
     w = w_hh.astype(compute_dtype or w_hh.dtype)
     fold = math.prod(zs.shape[1:-1]) == 1
-    w = w if fold else w.T
+    w_t_outside = None if fold else w.T
 
     def body(carry, inputs):
         z, v = inputs
-        new, saved = kernel.step(w.T if fold else w, carry, z)
-        return _hold(v, new, carry), (_hold(v, new, carry), saved)
+        new, saved = kernel.step(w.T if fold else w_t_outside, carry, z)
+        held = _hold(v, new, carry)
+        return held, (held, saved)
 
     final, (carries, saved) = jax.lax.scan(body, carry0, (zs, valid), reverse=reverse, unroll=unroll)
     hs = kernel.hidden(carries)
@@ -243,6 +244,12 @@ def sum_over_steps(dz: Array, a: Array, compute_dtype=None) -> Array:
     return total.astype(out)
 
 
+def sum_rows(dz: Array) -> Array:
+    r""":math:`\sum_{t,b} dz_{t,b}` over all steps and batch entries, accumulated in float32 at least
+    (the bias gradient :math:`\partial L/\partial b`)."""
+    return dz.reshape(-1, dz.shape[-1]).sum(0, dtype=accumulation_dtype(dz.dtype)).astype(dz.dtype)
+
+
 def _recurrence_bwd(kernel, reverse, unroll, compute_dtype, residuals, cotangents):
     w_hh, carry0, carries, saved, valid = residuals
     dfinal, dhs = cotangents
@@ -269,7 +276,7 @@ def project(compute_dtype, w_ih: Array, b: Array, xs: Array) -> Array:
     """
     w = w_ih.astype(compute_dtype)
     z = jnp.einsum("...m,gm->...g", xs.astype(compute_dtype), w, preferred_element_type=b.dtype)
-    return z + b.reshape((1,) * (z.ndim - 1) + b.shape)
+    return add_bias(z, b)
 
 
 def _project_fwd(compute_dtype, w_ih, b, xs):
@@ -279,7 +286,7 @@ def _project_fwd(compute_dtype, w_ih, b, xs):
 def _project_bwd(compute_dtype, residuals, dz):
     w_ih, xs = residuals
     dw = sum_over_steps(dz, xs, compute_dtype).astype(w_ih.dtype)
-    db = dz.reshape(-1, dz.shape[-1]).sum(0, dtype=accumulation_dtype(dz.dtype)).astype(dz.dtype)
+    db = sum_rows(dz)
     dxs = matmul(dz, w_ih.astype(compute_dtype)).astype(xs.dtype)
     return dw, db, dxs
 

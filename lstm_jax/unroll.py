@@ -200,12 +200,17 @@ def _check_compute_dtype(cell: Cell, compute_dtype, impl: str, remat) -> jnp.dty
         dtype = None
     if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"compute_dtype: expected None or a floating dtype such as 'bfloat16', got {compute_dtype!r}")
-    if impl == "scan" or remat == "step" or fast.kernel_for(cell) is None:
+    if not _runs_fast(cell, impl, remat):
         raise ValueError(
             "compute_dtype: expected None unless the fast path runs (a built-in cell, impl 'auto' or 'fast', "
             f"remat not 'step'), got {compute_dtype!r} with impl={impl!r}, remat={remat!r}, cell {cell.name}"
         )
     return dtype
+
+
+def _runs_fast(cell: Cell, impl: str, remat) -> bool:
+    """Whether the fast path runs: a cell with a kernel, ``impl`` not ``"scan"``, ``remat`` not ``"step"``."""
+    return impl != "scan" and remat != "step" and fast.kernel_for(cell) is not None
 
 
 def _is_int(value) -> bool:
@@ -215,9 +220,8 @@ def _is_int(value) -> bool:
 
 def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options):
     """The recurrence over projected inputs by the chosen implementation: ``(final carry, hs)``."""
-    kernel = fast.kernel_for(cell)
-    if options.impl != "scan" and options.remat != "step" and kernel is not None:
-        args = (kernel, options.reverse, options.unroll, options.compute_dtype)
+    if _runs_fast(cell, options.impl, options.remat):
+        args = (fast.kernel_for(cell), options.reverse, options.unroll, options.compute_dtype)
         return fast.recurrence(*args, params.w_hh, zs, carry0, valid)
     if options.remat == "step":
         recur = jax.checkpoint(cell.recur)
@@ -251,7 +255,8 @@ def _cache_chunk(num_steps: int) -> int | None:
     target = DEFAULT_CHUNK.get(jax.default_backend())
     if target is None or num_steps < 2 * target:
         return None
-    return -(-num_steps // -(-num_steps // target))
+    chunks = -(-num_steps // target)  # ceil(T / target)
+    return -(-num_steps // chunks)  # ceil(T / chunks): the least padding
 
 
 def _cut(carry, valid_chunk):
@@ -314,7 +319,7 @@ def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
     if options.compute_dtype is not None:  # set only for a built-in cell (check_options)
         options = _resolve_compute_dtype(options, params.w_hh.dtype)
     length = _chunk_length(options, xs_tm.shape[0])
-    if length is None and options.impl != "scan" and options.remat is None and fast.kernel_for(cell) is not None:
+    if length is None and _runs_fast(cell, options.impl, options.remat):  # remat is None or "step" here
         length = _cache_chunk(xs_tm.shape[0])
     if length is not None:
         return _chunked(cell, params, xs_tm, carry0, valid, options, length)
