@@ -55,6 +55,7 @@ import numpy as np  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository root, when not pip-installed
 import lstm_jax as lj  # noqa: E402
+from lstm_jax.rundir import write_atomic  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -771,20 +772,6 @@ def render(rows: list[dict]) -> str:
     return "\n\n".join(part for part in (benchmark_table(rows), memory_table(rows)) if part)
 
 
-def write_atomic(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def update_docs(docs: pathlib.Path, json_path: pathlib.Path, table: str) -> bool:
     """Replace the generated block for ``json_path`` in ``docs`` (between its begin/end markers)."""
     name = _relative(json_path)
@@ -882,6 +869,7 @@ def main(argv=None) -> int:
         shapes = SHAPES[args.shapes or kind]
         rows = run_suite(shapes, dtypes, impls, args.repeats, device, quiet=args.quiet, max_wait=args.max_wait)
         out = args.out or RESULTS / f"bench_{kind}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(rows, indent=1) + "\n")
     print(f"wrote {_relative(out)} ({len(rows)} rows)")
     if args.table:
