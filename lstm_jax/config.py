@@ -32,9 +32,9 @@ from typing import Any, ClassVar
 
 import yaml
 
-from lstm_jax.cells import ACTIVATIONS, lstm_cell
+from lstm_jax.cells import ACTIVATIONS
 from lstm_jax.init import INITIALIZERS
-from lstm_jax.models import CELLS, DTYPES, INPUT_LAYERS
+from lstm_jax.models import CELLS, DTYPES, INPUT_LAYERS, ModelSpec, get_cell
 from lstm_jax.rundir import write_atomic
 from lstm_jax.unroll import IMPLS, check_options
 
@@ -115,7 +115,7 @@ class ModelConfig:
     recurrent_scale: float = _field(1.0, ge=0)
     input_init: str = _field("fan_in", choices=INITIALIZERS)
     unroll: int | None = _field(None, ge=1)  # lax.scan unroll; None: tuned per backend (unroll.DEFAULT_UNROLL)
-    impl: str = _field("auto", choices=IMPLS)  # "auto" (the fast path), "fast" or "scan" (the reference)
+    impl: str = _field("auto", choices=IMPLS)  # "auto" (fast path), "fast", "scan" (reference), "pallas" (GPU, LSTM)
     remat: str | int | None = None  # None, "step", "sqrt" or a chunk length: checkpointing for long T
     truncate: int | None = _field(None, ge=1)  # truncated BPTT: gradients reach back at most this many steps
     compute_dtype: str | None = _field(None, choices=("bfloat16", "float16"))  # matmul operands (fast path)
@@ -125,9 +125,10 @@ class ModelConfig:
 
     def __post_init__(self):
         _validate(self)
+        cell = get_cell(ModelSpec(cell=self.cell, activation=self.activation))
         try:  # the unroll's own check of impl/remat/truncate, so the rules live in one place
             check_options(
-                lstm_cell(), impl=self.impl, remat=self.remat, truncate=self.truncate, compute_dtype=self.compute_dtype
+                cell, impl=self.impl, remat=self.remat, truncate=self.truncate, compute_dtype=self.compute_dtype
             )
         except ValueError as error:
             raise ConfigError(f"config: model.{error}") from None

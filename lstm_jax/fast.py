@@ -174,29 +174,52 @@ def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, zs, car
         return held, (held, saved)
 
     final, (carries, saved) = jax.lax.scan(body, carry0, (zs, valid), reverse=reverse, unroll=unroll)
-    hs = kernel.hidden(carries)
-    if valid is not None:
-        hs = jnp.where(valid[..., None], hs, jnp.zeros_like(hs))
-    return (final, hs), (carries, saved)
+    return (final, mask_outputs(kernel.hidden(carries), valid)), (carries, saved)
+
+
+def mask_outputs(hs: Array, valid) -> Array:
+    """The outputs ``h_t`` with zeros at padded steps (``valid``: ``(T, *batch)`` or ``None``)."""
+    if valid is None:
+        return hs
+    return jnp.where(valid[..., None], hs, jnp.zeros_like(hs))
+
+
+class ScanLoops(NamedTuple):
+    """The forward and reverse time loops of :func:`recurrence` as ``lax.scan``s (the default).
+
+    Another implementation of the two loops (:class:`lstm_jax.pallas_lstm.PallasLoops`) has the same
+    two methods and returns the same numbers.
+    """
+
+    unroll: int | bool = 1
+
+    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, zs, carry0, valid):
+        """``((final carry, hs), (carries, saved))``: the outputs and what the backward pass needs."""
+        return _forward(kernel, reverse, self.unroll, compute_dtype, w_hh, zs, carry0, valid)
+
+    def backward(self, kernel: Kernel, reverse: bool, w_hh, carry0, carries, saved, valid, dfinal, dhs):
+        """``(∂L/∂carry0, dz, h_prev)``: see :func:`backward`."""
+        return backward(kernel, reverse, self.unroll, w_hh, carry0, carries, saved, valid, dfinal, dhs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def recurrence(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh: Array, zs: Array, carry0, valid):
+def recurrence(kernel: Kernel, reverse: bool, loops, compute_dtype, w_hh: Array, zs: Array, carry0, valid):
     """``(final carry, hs)`` of the recurrence over projected inputs ``zs`` ``(T, *batch, G·D)``.
 
     The same numbers as :func:`lstm_jax.unroll.scan_cell` (``valid``: ``(T, *batch)`` bool or
-    ``None``), with the cheaper backward pass described in the module docstring. ``compute_dtype``
+    ``None``), with the cheaper backward pass described in the module docstring. ``loops`` runs the
+    two time loops (:class:`ScanLoops` or :class:`lstm_jax.pallas_lstm.PallasLoops`); ``compute_dtype``
     (``None``: ``w_hh``'s) is the dtype of the matmul operands, forward and backward (:func:`matmul`).
     """
-    return _forward(kernel, reverse, unroll, compute_dtype, w_hh, zs, carry0, valid)[0]
+    return loops.forward(kernel, reverse, compute_dtype, w_hh, zs, carry0, valid)[0]
 
 
-def _recurrence_fwd(kernel, reverse, unroll, compute_dtype, w_hh, zs, carry0, valid):
-    out, (carries, saved) = _forward(kernel, reverse, unroll, compute_dtype, w_hh, zs, carry0, valid)
+def _recurrence_fwd(kernel, reverse, loops, compute_dtype, w_hh, zs, carry0, valid):
+    out, (carries, saved) = loops.forward(kernel, reverse, compute_dtype, w_hh, zs, carry0, valid)
     return out, (w_hh, carry0, carries, saved, valid)
 
 
-def _shift(carries, carry0, reverse: bool):
+def previous_carries(carries, carry0, reverse: bool):
     """Per leaf, the carry *before* each step (in scan order): ``carry0`` then all but the last."""
     if not jax.tree.leaves(carries)[0].shape[0]:  # T = 0: no step, nothing before it
         return carries
@@ -218,7 +241,7 @@ def backward(kernel: Kernel, reverse: bool, unroll, w_hh, carry0, carries, saved
       saved: the kernel's ``saved_t`` for every step.
       dfinal: ``∂L/∂`` final carry; dhs: ``∂L/∂h_t`` from the outputs, ``(T, *batch, D)``.
     """
-    prev = _shift(carries, carry0, reverse)
+    prev = previous_carries(carries, carry0, reverse)
 
     def body(dcarry, inputs):
         dh_out, carry, carry_prev, saved_t, v = inputs
@@ -250,11 +273,11 @@ def sum_rows(dz: Array) -> Array:
     return dz.reshape(-1, dz.shape[-1]).sum(0, dtype=accumulation_dtype(dz.dtype)).astype(dz.dtype)
 
 
-def _recurrence_bwd(kernel, reverse, unroll, compute_dtype, residuals, cotangents):
+def _recurrence_bwd(kernel, reverse, loops, compute_dtype, residuals, cotangents):
     w_hh, carry0, carries, saved, valid = residuals
     dfinal, dhs = cotangents
     w = w_hh.astype(compute_dtype or w_hh.dtype)
-    dcarry0, dzs, h_prev = backward(kernel, reverse, unroll, w, carry0, carries, saved, valid, dfinal, dhs)
+    dcarry0, dzs, h_prev = loops.backward(kernel, reverse, w, carry0, carries, saved, valid, dfinal, dhs)
     return sum_over_steps(dzs, h_prev, compute_dtype), dzs, dcarry0, None
 
 

@@ -52,7 +52,7 @@ class ModelSpec(NamedTuple):
     activation: str = "tanh"  # the RNN's f
     many_to_one: bool = False
     unroll: int | None = None  # lax.scan unroll factor; None: tuned per backend
-    impl: str = "auto"  # the unroll's implementation: "auto", "fast" or "scan"
+    impl: str = "auto"  # the unroll's implementation (lstm_jax.unroll.IMPLS)
     remat: str | int | None = None  # None, "step", "sqrt" or a chunk length
     truncate: int | None = None  # truncated BPTT chunk length
     compute_dtype: str | None = None  # matmul operand dtype on the fast path (e.g. "bfloat16")

@@ -19,6 +19,9 @@ Implementations (``impl``): ``"fast"`` is the ``custom_vjp`` recurrence of :mod:
 (same forward numbers, a backward pass that leaves the weight gradient to one GEMM); ``"scan"`` is
 the plain ``lax.scan`` differentiated by ``jax.grad`` (the reference, and the one with forward-mode
 derivatives); ``"auto"`` (default) is ``"fast"`` for the built-in cells and ``"scan"`` otherwise.
+``"pallas"`` (LSTM, GPU) is ``"fast"`` with its two time loops run by persistent Pallas kernels
+(:mod:`lstm_jax.pallas_lstm`: one launch for all steps instead of one per step), and
+``"pallas_interpret"`` runs those kernels in Pallas's interpreter on any backend (slow; for tests).
 
 Long sequences (``remat``, ``truncate``): the time axis can be cut into chunks of ``K`` steps run by
 an outer ``lax.scan``. With ``remat="sqrt"`` (``K = ⌈√T⌉``) or ``remat=K`` each chunk is a
@@ -40,8 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax import _checks, fast
-from lstm_jax.cells import Cell, check_carry, check_input, check_params
+from lstm_jax import _checks, fast, pallas_lstm
+from lstm_jax.cells import LSTM_CELL, Cell, check_carry, check_input, check_params
 
 Array = jax.Array
 
@@ -142,7 +145,11 @@ def check_layer_input(cell: Cell, params, xs: Array, meaning: str) -> None:
         _checks.check_ndim("inputs", xs, 2, meaning)
 
 
-IMPLS = ("auto", "fast", "scan")
+IMPLS = ("auto", "fast", "scan", "pallas", "pallas_interpret")
+#: The implementations that run the fast path's recurrence (its ``custom_vjp``), and those whose two
+#: time loops are the Pallas kernels of :mod:`lstm_jax.pallas_lstm` (the LSTM only).
+FAST_IMPLS = ("auto", "fast", "pallas", "pallas_interpret")
+PALLAS_IMPLS = ("pallas", "pallas_interpret")
 #: ``remat`` values besides a positive chunk length.
 REMATS = (None, "step", "sqrt")
 #: ``lax.scan`` unroll factor per backend when ``unroll=None``, measured with
@@ -172,14 +179,16 @@ def check_options(
     """Validate ``impl``, ``remat``, ``truncate``, ``compute_dtype``; resolve ``unroll=None`` for the backend."""
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
-    if impl == "fast" and fast.kernel_for(cell) is None:
+    if impl in FAST_IMPLS and impl != "auto" and fast.kernel_for(cell) is None:
         raise ValueError(
-            f"impl: expected 'auto' or 'scan' for the plain step function {cell.name} (no fast kernel), got 'fast'"
+            f"impl: expected 'auto' or 'scan' for the plain step function {cell.name} (no fast kernel), got {impl!r}"
         )
+    if impl in PALLAS_IMPLS:
+        _check_pallas(cell, impl)
     if not (remat in REMATS or (_is_int(remat) and remat >= 1)):
         raise ValueError(f"remat: expected one of {REMATS} or a chunk length >= 1, got {remat!r}")
-    if remat == "step" and impl == "fast":
-        raise ValueError("remat: expected None, 'sqrt' or a chunk length with impl='fast', got 'step'")
+    if remat == "step" and impl in FAST_IMPLS and impl != "auto":
+        raise ValueError(f"remat: expected None, 'sqrt' or a chunk length with impl={impl!r}, got 'step'")
     if not (truncate is None or (_is_int(truncate) and truncate >= 1)):
         raise ValueError(f"truncate: expected None or a chunk length >= 1, got {truncate!r}")
     if truncate is not None and remat not in (None, truncate):
@@ -191,6 +200,18 @@ def check_options(
     if unroll is None:
         unroll = DEFAULT_UNROLL.get(jax.default_backend(), 1)
     return Options(reverse, unroll, impl, remat, truncate, compute_dtype)
+
+
+def _check_pallas(cell: Cell, impl: str) -> None:
+    if cell != LSTM_CELL:
+        raise ValueError(
+            f"impl: expected 'auto', 'fast' or 'scan' for {cell.name} (Pallas kernels: LSTM only), got {impl!r}"
+        )
+    if impl == "pallas" and jax.default_backend() != "gpu":
+        raise ValueError(
+            f"impl: 'pallas' compiles for a GPU, but the backend is {jax.default_backend()!r}; "
+            "expected 'auto', 'fast', 'scan' or 'pallas_interpret' (the same kernels in Pallas's interpreter, slow)"
+        )
 
 
 def _check_compute_dtype(cell: Cell, compute_dtype, impl: str, remat) -> jnp.dtype:
@@ -210,7 +231,7 @@ def _check_compute_dtype(cell: Cell, compute_dtype, impl: str, remat) -> jnp.dty
 
 def _runs_fast(cell: Cell, impl: str, remat) -> bool:
     """Whether the fast path runs: a cell with a kernel, ``impl`` not ``"scan"``, ``remat`` not ``"step"``."""
-    return impl != "scan" and remat != "step" and fast.kernel_for(cell) is not None
+    return impl in FAST_IMPLS and remat != "step" and fast.kernel_for(cell) is not None
 
 
 def _is_int(value) -> bool:
@@ -221,12 +242,19 @@ def _is_int(value) -> bool:
 def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options):
     """The recurrence over projected inputs by the chosen implementation: ``(final carry, hs)``."""
     if _runs_fast(cell, options.impl, options.remat):
-        args = (fast.kernel_for(cell), options.reverse, options.unroll, options.compute_dtype)
+        args = (fast.kernel_for(cell), options.reverse, _loops(options), options.compute_dtype)
         return fast.recurrence(*args, params.w_hh, zs, carry0, valid)
     if options.remat == "step":
         recur = jax.checkpoint(cell.recur)
         cell = cell._replace(recur=recur)
     return scan_cell(cell, params, zs, carry0, valid, reverse=options.reverse, unroll=options.unroll)
+
+
+def _loops(options: Options):
+    """The fast path's time loops: ``lax.scan`` or the Pallas kernels."""
+    if options.impl in PALLAS_IMPLS:
+        return pallas_lstm.PallasLoops(interpret=options.impl == "pallas_interpret")
+    return fast.ScanLoops(options.unroll)
 
 
 def _project(cell: Cell, params, xs: Array, options: Options) -> Array:
@@ -353,7 +381,8 @@ def unroll(
       time_major: layout of ``xs`` and of the returned outputs.
       reverse: run from the last step to the first (within each sequence's length).
       unroll: ``lax.scan``'s unroll factor; ``None``: :data:`DEFAULT_UNROLL` for the backend.
-      impl: ``"auto"``, ``"fast"`` or ``"scan"`` (module docstring); all give the same numbers.
+      impl: ``"auto"``, ``"fast"``, ``"scan"``, ``"pallas"`` or ``"pallas_interpret"`` (module
+        docstring); all give the same numbers.
       remat: ``None``, ``"step"``, ``"sqrt"`` or a chunk length: checkpointing for long sequences.
       truncate: ``None`` or ``K``: truncated BPTT, gradients reach back at most ``K`` steps.
       compute_dtype: ``None`` or e.g. ``"bfloat16"``: the dtype of the matmul operands on the fast

@@ -336,7 +336,7 @@ def test_recurrence_shapes(key):
     """The kernel-level API: time-major projected inputs in, ``(final carry, hs)`` out."""
     cell, params, xs, carry0, _ = _problem("lstm", key, batch=(2,), T=5, dtype=jnp.float32)
     zs = cell.project(params, jnp.moveaxis(xs, -2, 0))
-    carry, hs = fast.recurrence(fast.KERNELS[cell], False, 1, None, params.w_hh, zs, carry0, None)
+    carry, hs = fast.recurrence(fast.KERNELS[cell], False, fast.ScanLoops(1), None, params.w_hh, zs, carry0, None)
     assert isinstance(carry, LSTMState) and carry.h.shape == carry.c.shape == (2, D)
     assert hs.shape == (5, 2, D)
     np.testing.assert_array_equal(hs[-1], carry.h)

@@ -1,0 +1,216 @@
+"""The Pallas LSTM kernels (``impl="pallas"``) against the plain scan, and their GPU lowering.
+
+Without a GPU the kernels run in Pallas's interpreter (``impl="pallas_interpret"``): the same kernel
+code, the same indexing, one program after another. That checks the arithmetic (float64 to 1e-10
+against ``impl="scan"``) but not the GPU's concurrency; ``jax.export`` for ``cuda`` then lowers the
+kernels to Triton on this CPU machine, which catches what Triton cannot express. Timing and the
+compiled kernel's behaviour on the GPU are checked by ``experiments/device_check.sh`` on a GPU.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _util import assert_trees_close
+from jax import export
+
+from lstm_jax import fast, pallas_lstm
+from lstm_jax.cells import LSTM_CELL, LSTMState, add_bias, lstm_cell, rnn_cell
+from lstm_jax.config import ConfigError, ModelConfig
+from lstm_jax.init import init_layers, init_lstm
+from lstm_jax.unroll import Bidirectional, check_options, unroll, unroll_layers, valid_steps
+
+M = 3
+F64 = dict(rtol=1e-10, atol=1e-12)
+INTERPRET = dict(impl="pallas_interpret")
+
+
+def _problem(key, batch=(3,), T=6, D=48, dtype=jnp.float64):
+    """LSTM parameters, inputs, a random initial carry and lengths (one sequence empty, one full)."""
+    k_p, k_x, k_h, k_c = jax.random.split(key, 4)
+    params = init_lstm(k_p, M, D, dtype=dtype)
+    xs = jax.random.normal(k_x, (*batch, T, M), dtype)
+    carry0 = LSTMState(jax.random.normal(k_h, (*batch, D), dtype), jax.random.normal(k_c, (*batch, D), dtype))
+    lengths = jnp.arange(np.prod(batch, dtype=int)).reshape(batch) * 5 % (T + 1)
+    return params, xs, carry0, lengths
+
+
+def _value_and_grads(params, xs, carry0, **options):
+    """``(final carry, hs)`` and the gradients of a loss reading every output and the final carry."""
+
+    def loss(params, xs, carry0):
+        carry, hs = unroll(lstm_cell(), params, xs, carry0, **options)
+        weights = jnp.cos(jnp.arange(hs.size, dtype=hs.dtype)).reshape(hs.shape)
+        return jnp.sum(weights * jnp.sin(hs)) + jnp.sum(carry.h**2) + jnp.sum(jnp.cos(carry.c))
+
+    outputs = unroll(lstm_cell(), params, xs, carry0, **options)
+    return outputs, jax.grad(loss, argnums=(0, 1, 2))(params, xs, carry0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"reverse": True}, {"with_lengths": True}, {"with_lengths": True, "reverse": True}],
+    ids=["plain", "reverse", "lengths", "lengths-reverse"],
+)
+def test_pallas_equals_scan_float64(options, key):
+    """Three hidden tiles of 16 (and three k-blocks), one batch block of 16 rows with 13 padded."""
+    with jax.enable_x64(True):
+        params, xs, carry0, lengths = _problem(key)
+        options = dict(options)
+        if options.pop("with_lengths", False):
+            options["lengths"] = lengths
+        result = _value_and_grads(params, xs, carry0, **INTERPRET, **options)
+        assert_trees_close(result, _value_and_grads(params, xs, carry0, impl="scan", **options), **F64)
+
+
+@pytest.mark.parametrize("batch", [(), (4, 5)], ids=["unbatched", "two-batch-dims-two-blocks"])
+def test_pallas_any_batch_shape(batch, key):
+    """No batch axis (one row), and 20 rows: two programs of 16 rows, the second one part padding."""
+    with jax.enable_x64(True):
+        params, xs, carry0, lengths = _problem(key, batch=batch, D=32)
+        options = {"lengths": lengths} if batch else {}
+        result = _value_and_grads(params, xs, carry0, **INTERPRET, **options)
+        assert_trees_close(result, _value_and_grads(params, xs, carry0, impl="scan", **options), **F64)
+
+
+def test_pallas_stacked_bidirectional_layers(key):
+    with jax.enable_x64(True):
+        k_p, k_x = jax.random.split(key)
+        layers = init_layers(k_p, init_lstm, M, 16, 2, bidirectional=True, dtype=jnp.float64)
+        assert isinstance(layers[0], Bidirectional)
+        xs = jax.random.normal(k_x, (3, 5, M), jnp.float64)
+        lengths = jnp.array([5, 2, 0])
+
+        def loss(layers, impl):
+            finals, hs = unroll_layers(lstm_cell(), layers, xs, lengths=lengths, impl=impl)
+            return jnp.sum(jnp.sin(hs)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(finals))
+
+        grads = [jax.value_and_grad(loss)(layers, impl) for impl in ("pallas_interpret", "scan")]
+        assert_trees_close(*grads, **F64)
+
+
+def test_pallas_zero_steps(key):
+    """T = 0: the final carry is carry0, no outputs, and the gradient reaches carry0 unchanged."""
+    with jax.enable_x64(True):
+        params, xs, carry0, _ = _problem(key, T=0, D=16)
+        result = _value_and_grads(params, xs, carry0, **INTERPRET)
+        assert result[0][1].shape == (3, 0, 16)
+        assert_trees_close(result, _value_and_grads(params, xs, carry0, impl="scan"), **F64)
+
+
+def test_pallas_remat_chunks(key):
+    """The kernels inside checkpointed chunks (``remat=3``: two chunks, the last one padded)."""
+    with jax.enable_x64(True):
+        params, xs, carry0, lengths = _problem(key, T=5, D=16)
+        result = _value_and_grads(params, xs, carry0, lengths=lengths, remat=3, **INTERPRET)
+        assert_trees_close(result, _value_and_grads(params, xs, carry0, lengths=lengths, impl="scan"), **F64)
+
+
+def test_pallas_bfloat16_compute_equals_fast_path(key):
+    """``compute_dtype="bfloat16"``: the kernels round the matmul operands as the scan loops do."""
+    params, xs, carry0, lengths = _problem(key, D=16, dtype=jnp.float32)
+    options = dict(lengths=lengths, compute_dtype="bfloat16")
+    result = _value_and_grads(params, xs, carry0, **INTERPRET, **options)
+    # Rounding the same operands to bfloat16 in a different order of summation: about bf16's 2^-8.
+    assert_trees_close(result, _value_and_grads(params, xs, carry0, impl="fast", **options), rtol=2e-2, atol=2e-3)
+
+
+def test_pallas_loops_shapes_and_dtypes(key):
+    """``PallasLoops.forward``/``backward`` return what ``ScanLoops``' do: same shapes, dtypes, values."""
+    with jax.enable_x64(True):
+        params, xs, carry0, lengths = _problem(key, batch=(2, 3), D=32)
+        zs = add_bias(jnp.moveaxis(xs, -2, 0) @ params.w_ih.T, params.b)
+        valid = jnp.moveaxis(valid_steps(lengths, xs.shape[-2]), -1, 0)
+        kernel = fast.KERNELS[LSTM_CELL]
+        ours = pallas_lstm.PallasLoops(interpret=True).forward(kernel, False, None, params.w_hh, zs, carry0, valid)
+        ref = fast.ScanLoops().forward(kernel, False, None, params.w_hh, zs, carry0, valid)
+        assert jax.tree.map(lambda a: (a.shape, a.dtype), ours) == jax.tree.map(lambda a: (a.shape, a.dtype), ref)
+        assert_trees_close(ours, ref, **F64)
+        (final, hs), (carries, gates) = ref
+        dfinal, dhs = LSTMState(jnp.sin(final.h), jnp.cos(final.c)), jnp.cos(hs)
+        args = (kernel, False, params.w_hh, carry0, carries, gates, valid, dfinal, dhs)
+        assert_trees_close(
+            pallas_lstm.PallasLoops(interpret=True).backward(*args), fast.ScanLoops().backward(*args), **F64
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Lowering for the GPU, on this machine: jax.export runs the Pallas -> Triton lowering for "cuda".
+
+
+def _lower_for_cuda(B, T, D, dtype=jnp.float32, **options):
+    """Export the training step's gradient for CUDA; returns the exported module's text."""
+
+    def loss(params, xs):
+        carry, hs = unroll(lstm_cell(), params, xs, **options)
+        return jnp.sum(hs.astype(jnp.float32) ** 2) + jnp.sum(carry.c.astype(jnp.float32))
+
+    params = jax.eval_shape(lambda: init_lstm(jax.random.key(0), M, D, dtype=dtype))
+    xs = jax.ShapeDtypeStruct((B, T, M), dtype)
+    skip = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]  # a Triton call has no stable ABI
+    exported = export.export(jax.jit(jax.grad(loss)), platforms=["cuda"], disabled_checks=skip)(params, xs)
+    return exported.mlir_module()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(B=8, T=150, D=256),
+        dict(B=16, T=20, D=48, reverse=True, compute_dtype="bfloat16"),
+        dict(B=40, T=10, D=64, dtype=jnp.bfloat16),
+        dict(B=3, T=7, D=32, lengths=True),
+    ],
+    ids=["f32-8x150x256", "bf16-compute-reverse-D48", "bf16-params-3-blocks", "lengths"],
+)
+def test_pallas_lowers_to_triton_for_cuda(case, monkeypatch):
+    """The two kernels lower to two Triton calls (``impl="pallas"`` checks for a GPU: patched here)."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    case = dict(case)
+    if case.pop("lengths", False):
+        case["lengths"] = jnp.array([7, 3, 0])
+    text = _lower_for_cuda(**case, impl="pallas")
+    assert text.count('name = "lstm_forward"') == 1
+    assert text.count('name = "lstm_backward"') == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad options.
+
+
+def test_pallas_needs_a_gpu_backend():
+    with pytest.raises(ValueError, match="'pallas' compiles for a GPU, but the backend is 'cpu'"):
+        check_options(lstm_cell(), impl="pallas")
+    with pytest.raises(ConfigError, match="model.impl: 'pallas' compiles for a GPU"):
+        ModelConfig(impl="pallas")
+
+
+def test_pallas_is_lstm_only():
+    with pytest.raises(ValueError, match="Pallas kernels: LSTM only"):
+        check_options(rnn_cell("tanh"), impl="pallas_interpret")
+    with pytest.raises(ConfigError, match="Pallas kernels: LSTM only"):
+        ModelConfig(cell="rnn", impl="pallas_interpret")
+
+
+def test_pallas_rejects_step_remat():
+    with pytest.raises(ValueError, match="remat: expected None, 'sqrt' or a chunk length with impl='pallas_interpret'"):
+        check_options(lstm_cell(), impl="pallas_interpret", remat="step")
+
+
+def test_pallas_hidden_size_multiple_of_16(key):
+    params, xs, carry0, _ = _problem(key, D=20, dtype=jnp.float32)
+    with pytest.raises(ValueError, match="expected a hidden size that is a multiple of 16, got 20"):
+        unroll(lstm_cell(), params, xs, carry0, **INTERPRET)
+
+
+@pytest.mark.parametrize("block_batch", [8, 24])
+def test_pallas_block_batch_power_of_two(block_batch):
+    loops = pallas_lstm.PallasLoops(interpret=True, block_batch=block_batch)
+    with pytest.raises(ValueError, match=f"block_batch: expected a power of two >= 16, got {block_batch}"):
+        pallas_lstm._blocks(loops, 16, (3,))
+
+
+@pytest.mark.parametrize(("hidden", "block_hidden", "tile"), [(16, 64, 16), (48, 64, 16), (256, 64, 64), (96, 128, 32)])
+def test_pallas_hidden_tile(hidden, block_hidden, tile):
+    """The tile is the largest power of two up to ``block_hidden`` that divides ``D``."""
+    blocks = pallas_lstm._blocks(pallas_lstm.PallasLoops(block_hidden=block_hidden), hidden, (20,))
+    assert (blocks.bn, blocks.rows) == (tile, 32)
