@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     python experiments/bench.py --shapes cpu --table          # CPU suite -> experiments/results/bench_cpu.json/.md
     python experiments/bench.py --device gpu --table          # GPU suite (fp32, bf16, fp16) -> bench_gpu.json/.md
+    bash experiments/device_check.sh                          # on a lent GPU: Pallas check + GPU suite -> $OUT
     python experiments/bench.py --shapes quick --repeats 3    # a few seconds, for a smoke test
     python experiments/bench.py --from experiments/results/bench_cpu.json   # only print the tables
     python experiments/bench.py --memory --table              # XLA's memory analysis of the training step
@@ -13,7 +14,8 @@ on the same batch-major inputs ``(B, T, M)`` with the same parameters and dtype:
 
 * ``lstm_jax``: ``lj.unroll(lj.lstm_cell(), params, xs)`` (``lj.unroll_layers`` for several layers);
   when ``unroll`` has an ``impl`` argument, the reference ``impl="scan"`` is measured too, as rows
-  with ``"variant": "scan"`` (the default rows have ``"variant": "default"``);
+  with ``"variant": "scan"`` (the default rows have ``"variant": "default"``); on a GPU also the
+  Pallas kernels and bfloat16 matmul operands (:func:`unroll_variants`);
 * ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(D))``, one per layer;
 * ``torch``: ``torch.nn.LSTM(M, D, num_layers, batch_first=True)`` (cuDNN on a GPU), when importable;
 * ``gemm_floor``: the same matmuls without the recurrence, per layer: one GEMM ``(T·B, M)×(M, 4D)``
@@ -180,12 +182,26 @@ def _numpy_layers(layers) -> tuple:
     return tuple(jax.tree.map(lambda a: np.asarray(a, np.float32), layers))
 
 
-def unroll_variants() -> list[tuple[str, dict]]:
-    """``(variant, keyword arguments)`` of ``lj.unroll`` to measure: the default, and ``impl="scan"`` if it exists."""
+def unroll_variants(device=None, dtype: str = "float32") -> list[tuple[str, dict]]:
+    """``(variant, keyword arguments)`` of ``lj.unroll`` to measure on ``device`` (``None``: the CPU).
+
+    Always the default, and ``impl="scan"`` where ``unroll`` has it. On a GPU also the Pallas kernels
+    (``impl="pallas"``) and, for float32 parameters, bfloat16 matmul operands (``compute_dtype``),
+    with each time loop: the issue's "our bf16" against cuDNN's 16-bit kernels.
+    """
     parameters = inspect.signature(lj.unroll).parameters
     variants = [("default", {})]
-    if "impl" in parameters and parameters["impl"].default != "scan":
-        variants.append(("scan", {"impl": "scan"}))
+    if "impl" not in parameters or parameters["impl"].default == "scan":
+        return variants
+    variants.append(("scan", {"impl": "scan"}))
+    if device is None or device.platform != "gpu":
+        return variants
+    impls = importlib.import_module("lstm_jax.unroll").IMPLS
+    pallas = [("pallas", {"impl": "pallas"})] if "pallas" in impls else []
+    variants += pallas
+    if dtype == "float32" and "compute_dtype" in parameters:
+        bf16 = {"compute_dtype": "bfloat16"}
+        variants += [("bf16_compute", bf16)] + [(f"{name}_bf16_compute", {**opts, **bf16}) for name, opts in pallas]
     return variants
 
 
@@ -207,7 +223,7 @@ def lstm_jax_runners(layers, xs, device) -> list[Runner]:
             xs,
             _numpy_layers,
         )
-        for variant, options in unroll_variants()
+        for variant, options in unroll_variants(device, jnp.dtype(xs.dtype).name)
     ]
 
 
@@ -366,15 +382,18 @@ RUNNERS = {
 }
 
 
-def runners_for(impls, layers, xs, device, log=print) -> list[Runner]:
-    """Build and warm up (compile, then call twice) every implementation; one that fails is skipped."""
+def runners_for(impls, layers, xs, device, log=print, variants=None) -> list[Runner]:
+    """Build and warm up (compile, then call twice) every implementation; one that fails is skipped.
+
+    ``variants``: the lstm_jax variants to keep (:func:`unroll_variants`; ``None``: all).
+    """
     runners = []
     for impl in impls:
         if impl == "torch" and not torch_available():
             log("  torch: not importable, skipped")
             continue
         try:
-            built = RUNNERS[impl](layers, xs, device)
+            built = [r for r in RUNNERS[impl](layers, xs, device) if variants is None or r.variant in variants]
             for runner in built:
                 for _ in range(2):
                     runner.forward()
@@ -532,47 +551,67 @@ def now() -> str:
 
 
 def run_suite(
-    shapes, dtypes, impls, repeats: int, device=None, log=print, quiet: float = 1.0, max_wait: float = 0.0
+    shapes,
+    dtypes,
+    impls,
+    repeats: int,
+    device=None,
+    log=print,
+    quiet: float = 1.0,
+    max_wait: float = 0.0,
+    variants=None,
+    budget_s: float | None = None,
+    save: Callable[[list], None] | None = None,
 ) -> list[dict]:
-    """Benchmark rows for every shape and dtype (see ``ROW_KEYS``); ``quiet``, ``max_wait``: :func:`time_interleaved`."""
+    """Benchmark rows for every shape and dtype (see ``ROW_KEYS``).
+
+    ``quiet``, ``max_wait``: :func:`time_interleaved`; ``variants``: :func:`runners_for`. No new
+    problem starts after ``budget_s`` seconds; ``save(rows)`` is called after each problem, so a run
+    stopped from outside keeps what it measured.
+    """
     device = device or jax.devices("cpu")[0]
     info = {"device": device.platform, "device_name": device_name(device), "versions": versions()}
     rows = []
-    for dtype in dtypes:
-        for shape in shapes:
-            log(f"{dtype} B={shape.B} T={shape.T} M={shape.M} D={shape.D} layers={shape.layers}")
-            layers, xs = problem(shape, dtype, device)
-            runners = runners_for(impls, layers, xs, device, log)
-            timings = time_interleaved(runners, repeats, quiet, max_wait)
-            busy = round(statistics.median(timings.busy), 3) if timings.busy else None
-            log(f"  other processes' CPU load before repeats: median {busy}, waited {sum(timings.waited_s):.0f} s")
-            for (impl, variant), t in timings.ms.items():
-                fwd, train = statistics.median(t["fwd"]), statistics.median(t["train"])
-                row = {
-                    "impl": impl,
-                    "variant": variant,
-                    "device": info["device"],
-                    "device_name": info["device_name"],
-                    "dtype": dtype,
-                    **shape._asdict(),
-                    "fwd_ms": round(fwd, 4),
-                    "train_ms": round(train, 4),
-                    "us_per_step_fwd": round(1000 * fwd / shape.T, 3),
-                    "us_per_step_train": round(1000 * train / shape.T, 3),
-                    "tokens_per_s_train": round(shape.B * shape.T / (train / 1000), 1),
-                    "fwd_ms_min": round(min(t["fwd"]), 4),
-                    "train_ms_min": round(min(t["train"]), 4),
-                    "repeats": repeats,
-                    "others_busy": busy,  # median fraction of the CPUs used by other processes before a repeat
-                    "waited_s": round(sum(timings.waited_s), 1),
-                    "torch_threads": torch_threads(),
-                    "date": now(),
-                    "versions": info["versions"],
-                }
-                rows.append(row)
-                log(f"  {impl:10s} {variant:8s} fwd {fwd:10.3f} ms   train {train:10.3f} ms")
-            del runners
-            gc.collect()
+    start = time.monotonic()
+    for dtype, shape in itertools.product(dtypes, shapes):
+        if budget_s is not None and time.monotonic() - start > budget_s:
+            log(f"time budget of {budget_s:.0f} s spent: {dtype} B={shape.B} T={shape.T} D={shape.D} and later skipped")
+            break
+        log(f"{dtype} B={shape.B} T={shape.T} M={shape.M} D={shape.D} layers={shape.layers}")
+        layers, xs = problem(shape, dtype, device)
+        runners = runners_for(impls, layers, xs, device, log, variants)
+        timings = time_interleaved(runners, repeats, quiet, max_wait)
+        busy = round(statistics.median(timings.busy), 3) if timings.busy else None
+        log(f"  other processes' CPU load before repeats: median {busy}, waited {sum(timings.waited_s):.0f} s")
+        for (impl, variant), t in timings.ms.items():
+            fwd, train = statistics.median(t["fwd"]), statistics.median(t["train"])
+            row = {
+                "impl": impl,
+                "variant": variant,
+                "device": info["device"],
+                "device_name": info["device_name"],
+                "dtype": dtype,
+                **shape._asdict(),
+                "fwd_ms": round(fwd, 4),
+                "train_ms": round(train, 4),
+                "us_per_step_fwd": round(1000 * fwd / shape.T, 3),
+                "us_per_step_train": round(1000 * train / shape.T, 3),
+                "tokens_per_s_train": round(shape.B * shape.T / (train / 1000), 1),
+                "fwd_ms_min": round(min(t["fwd"]), 4),
+                "train_ms_min": round(min(t["train"]), 4),
+                "repeats": repeats,
+                "others_busy": busy,  # median fraction of the CPUs used by other processes before a repeat
+                "waited_s": round(sum(timings.waited_s), 1),
+                "torch_threads": torch_threads(),
+                "date": now(),
+                "versions": info["versions"],
+            }
+            rows.append(row)
+            log(f"  {impl:10s} {variant:8s} fwd {fwd:10.3f} ms   train {train:10.3f} ms")
+        del runners
+        gc.collect()
+        if save is not None:
+            save(rows)
     return rows
 
 
@@ -601,6 +640,8 @@ def memory_options() -> list[dict]:
     for name, constant in (("impl", "IMPLS"), ("remat", "REMATS")):
         if name in parameters:
             axes[name] = _choices(module, constant, parameters[name])
+    if "impl" in axes:  # the interpreter's memory is not the kernel's
+        axes["impl"] = [impl for impl in axes["impl"] if impl != "pallas_interpret"]
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())] or [{}]
 
 
@@ -813,6 +854,10 @@ def main(argv=None) -> int:
     parser.add_argument("--impls", default=",".join(IMPLS), help="comma-separated, of " + ",".join(IMPLS))
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per implementation (median reported)")
     parser.add_argument(
+        "--variants", help="comma-separated lstm_jax variants to time (default: all of unroll_variants for the device)"
+    )
+    parser.add_argument("--budget-s", type=float, help="start no new shape after this many seconds")
+    parser.add_argument(
         "--quiet",
         type=float,
         default=0.15,
@@ -867,8 +912,20 @@ def main(argv=None) -> int:
         out = args.out or RESULTS / f"bench_memory_{kind}.json"
     else:
         shapes = SHAPES[args.shapes or kind]
-        rows = run_suite(shapes, dtypes, impls, args.repeats, device, quiet=args.quiet, max_wait=args.max_wait)
         out = args.out or RESULTS / f"bench_{kind}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = run_suite(
+            shapes,
+            dtypes,
+            impls,
+            args.repeats,
+            device,
+            quiet=args.quiet,
+            max_wait=args.max_wait,
+            variants=args.variants.split(",") if args.variants else None,
+            budget_s=args.budget_s,
+            save=lambda rows: write_atomic(out, json.dumps(rows, indent=1) + "\n"),
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(rows, indent=1) + "\n")
     print(f"wrote {_relative(out)} ({len(rows)} rows)")

@@ -223,7 +223,7 @@ def _check_compute_dtype(cell: Cell, compute_dtype, impl: str, remat) -> jnp.dty
         raise ValueError(f"compute_dtype: expected None or a floating dtype such as 'bfloat16', got {compute_dtype!r}")
     if not _runs_fast(cell, impl, remat):
         raise ValueError(
-            "compute_dtype: expected None unless the fast path runs (a built-in cell, impl 'auto' or 'fast', "
+            "compute_dtype: expected None unless the fast path runs (a built-in cell, impl not 'scan', "
             f"remat not 'step'), got {compute_dtype!r} with impl={impl!r}, remat={remat!r}, cell {cell.name}"
         )
     return dtype

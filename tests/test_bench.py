@@ -4,6 +4,7 @@ documented fields, and the tables are rendered from JSON. No timing is asserted:
 
 import importlib.util
 import json
+import types
 from pathlib import Path
 
 import jax
@@ -219,3 +220,39 @@ def test_committed_tables_are_generated(name):
     table = bench.render(json.loads(path.read_text()))
     assert path.with_suffix(".md").read_text() == table + "\n"
     assert table in (ROOT / "docs" / "benchmarks.md").read_text()
+
+
+def test_gpu_variants_add_pallas_and_bf16_compute():
+    """On a GPU the suite also times the Pallas kernels and, for float32 parameters, bf16 matmul operands."""
+    gpu = types.SimpleNamespace(platform="gpu")
+    assert [v for v, _ in bench.unroll_variants(gpu, "float32")] == [
+        "default",
+        "scan",
+        "pallas",
+        "bf16_compute",
+        "pallas_bf16_compute",
+    ]
+    assert [v for v, _ in bench.unroll_variants(gpu, "bfloat16")] == ["default", "scan", "pallas"]
+    assert dict(bench.unroll_variants(gpu))["pallas_bf16_compute"] == {"impl": "pallas", "compute_dtype": "bfloat16"}
+    assert [v for v, _ in bench.unroll_variants(CPU, "float32")] == ["default", "scan"]
+
+
+def test_run_suite_variants_budget_and_save():
+    """``variants`` filters the lstm_jax rows; ``save`` sees the rows after every shape; ``budget_s=0`` runs none."""
+    saved = []
+    shapes = bench.SHAPES["quick"]
+    rows = bench.run_suite(
+        shapes,
+        ["float32"],
+        ["lstm_jax"],
+        repeats=1,
+        device=CPU,
+        log=_quiet,
+        variants=["scan"],
+        save=lambda r: saved.append(len(r)),
+    )
+    assert [(r["impl"], r["variant"], r["T"]) for r in rows] == [("lstm_jax", "scan", s.T) for s in shapes]
+    assert saved == [1, 2]
+    messages = []
+    assert bench.run_suite(shapes, ["float32"], ["lstm_jax"], 1, CPU, log=messages.append, budget_s=0) == []
+    assert messages == ["time budget of 0 s spent: float32 B=3 T=7 D=4 and later skipped"]

@@ -127,7 +127,10 @@ def test_frozen_hashable_and_picklable():
         ({"model": {"recurrent_init": "orthogonl"}}, "model.recurrent_init: .*did you mean 'orthogonal'"),
         ({"model": {"activation": "relu6"}}, "model.activation: .*did you mean 'relu'"),
         ({"model": {"hidden_size": 0}}, "model.hidden_size: must be >= 1, got 0"),
-        ({"model": {"impl": "cudnn"}}, r"model.impl: expected one of \['auto', 'fast', 'scan'\], got 'cudnn'"),
+        (
+            {"model": {"impl": "cudnn"}},
+            r"model.impl: expected one of \['auto', 'fast', 'scan', 'pallas', 'pallas_interpret'\], got 'cudnn'",
+        ),
         ({"model": {"remat": "all"}}, r"model.remat: expected one of \(None, 'step', 'sqrt'\) or a chunk length"),
         ({"model": {"remat": 0}}, r"model.remat: expected one of .* or a chunk length >= 1, got 0"),
         ({"model": {"remat": 2.5}}, r"model.remat: expected str or int or None, got float \(2.5\)"),
