@@ -57,12 +57,14 @@ class PallasLoops(NamedTuple):
       block_batch: batch rows per program (a power of two, at least 16).
       block_hidden: hidden units per tile; the largest power of two up to this that divides ``D``.
       num_warps: Triton warps per program.
+      num_stages: Triton's software-pipelining depth for the loops over k-blocks (1: none).
     """
 
     interpret: bool = False
     block_batch: int = 16
     block_hidden: int = 64
     num_warps: int = 4
+    num_stages: int = 1
 
     def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, zs, carry0, valid):
         """``((final carry, hs), (carries, gates))``, as :meth:`lstm_jax.fast.ScanLoops.forward`."""
@@ -322,7 +324,7 @@ def _call(loops: PallasLoops, body, blocks: _Blocks, out_shape, name: str):
         out_shape=out_shape,
         grid=(blocks.rows // blocks.bb,),
         interpret=loops.interpret,
-        compiler_params=plt.CompilerParams(num_warps=loops.num_warps, num_stages=1),
+        compiler_params=plt.CompilerParams(num_warps=loops.num_warps, num_stages=loops.num_stages),
         name=name,
     )
 

@@ -214,3 +214,22 @@ def test_pallas_hidden_tile(hidden, block_hidden, tile):
     """The tile is the largest power of two up to ``block_hidden`` that divides ``D``."""
     blocks = pallas_lstm._blocks(pallas_lstm.PallasLoops(block_hidden=block_hidden), hidden, (20,))
     assert (blocks.bn, blocks.rows) == (tile, 32)
+
+
+@pytest.mark.parametrize(
+    "loops",
+    [pallas_lstm.PallasLoops(block_hidden=128, num_warps=8, num_stages=3), pallas_lstm.PallasLoops(block_hidden=32)],
+    ids=["128-8-3", "32-4-1"],
+)
+def test_pallas_block_settings_lower_for_cuda(loops):
+    """The settings ``experiments/loops_tune.py`` tries lower to Triton too (D=256: tiles of 128 and 32)."""
+    kernel, D = fast.KERNELS[LSTM_CELL], 256
+
+    def loss(w_hh, zs, carry0):
+        return jnp.sum(fast.recurrence(kernel, False, loops, jnp.bfloat16, w_hh, zs, carry0, None)[1])
+
+    args = (jax.ShapeDtypeStruct((4 * D, D), jnp.float32), jax.ShapeDtypeStruct((10, 16, 4 * D), jnp.float32))
+    carry0 = LSTMState(*(jax.ShapeDtypeStruct((16, D), jnp.float32),) * 2)
+    skip = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
+    text = export.export(jax.jit(jax.grad(loss)), platforms=["cuda"], disabled_checks=skip)(*args, carry0).mlir_module()
+    assert f"num_warps = {loops.num_warps} : i32" in text and f"num_stages = {loops.num_stages} : i32" in text

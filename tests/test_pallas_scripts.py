@@ -1,0 +1,66 @@
+"""experiments/pallas_check.py and loops_tune.py, the GPU scripts for the time loops, run here on the CPU.
+
+On the CPU the Pallas kernels run in the interpreter: these check the scripts' logic and output,
+not GPU behaviour or speed (``experiments/device_check.sh`` runs them on a GPU).
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pallas_check = _load("pallas_check")
+loops_tune = _load("loops_tune")
+
+
+@pytest.mark.parametrize("compute", ["float32", "bfloat16"])
+def test_check_shape_reports_small_errors(compute):
+    row = pallas_check.check_shape((3, 4, 3, 16), compute, "pallas_interpret")
+    assert set(row["errors"]) == {"hs", "d_w_ih", "d_w_hh", "d_b"}
+    assert row["ok"] and max(row["errors"].values()) < 1e-6  # the same arithmetic as the reference, in float32
+    assert (row["B"], row["T"], row["M"], row["D"], row["compute"]) == (3, 4, 3, 16, compute)
+
+
+def test_relative_error():
+    assert pallas_check._relative([3.0, 4.0], [3.0, 4.0]) == 0.0
+    assert pallas_check._relative([3.0, 4.5], [3.0, 4.0]) == pytest.approx(0.1)
+
+
+def test_loops_tune_quick_writes_rows(tmp_path):
+    out = tmp_path / "tune.json"
+    assert loops_tune.main(["--quick", "--repeats", "2", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["loops"], r["settings"]) for r in rows] == [
+        ("scan", {"unroll": 1}),
+        ("scan", {"unroll": 2}),
+        ("pallas", {"block_hidden": 16}),
+    ]
+    for row in rows:
+        assert row["fwd_ms"] > 0 and row["train_ms"] > 0 and (row["B"], row["T"], row["D"]) == (3, 4, 16)
+
+
+def test_loops_tune_gpu_grid():
+    """bfloat16 gets the Pallas block grid, float32 the defaults; every setting builds a PallasLoops."""
+    bf16 = loops_tune.settings(False, "gpu", "bfloat16")
+    assert [s for name, s, _ in bf16 if name == "scan"] == [{"unroll": u} for u in (1, 2, 4, 8, 16)]
+    assert len([1 for name, _, _ in bf16 if name == "pallas"]) == 12
+    assert all(not loops.interpret for name, _, loops in bf16 if name == "pallas")
+    assert [s for name, s, _ in loops_tune.settings(False, "gpu", "float32") if name == "pallas"] == [{}]
+
+
+def test_pallas_check_main_quick(tmp_path):
+    out = tmp_path / "check.json"
+    assert pallas_check.main(["--quick", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 4 and all(row["ok"] and row["impl"] == "pallas_interpret" for row in rows)
