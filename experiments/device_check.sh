@@ -3,9 +3,9 @@
 #
 #   bash experiments/device_check.sh [OUT_DIR]      # OUT_DIR: default $OUT (the device tool's), else /tmp/device_check
 #
-# Made for the device machine's 10-minute command limit (about 9 minutes here): each stage has its
-# own timeout, the tuning and the benchmark start no new shape after their budgets and save their
-# JSON after every shape, so a stage cut short keeps what it measured. It writes 8 files (the most
+# Made for the device machine's 10-minute command limit (about 8 minutes here): each stage has its
+# own timeout, the tuning and the benchmark start no new setting or shape after their budgets and
+# save their JSON after each, so a stage cut short keeps what it measured. It writes 8 files (the most
 # the device tool returns):
 #   gpu.txt                  GPU, driver, clocks; jax, flax, torch versions
 #   pallas_check_gpu.json    experiments/pallas_check.py: impl="pallas" vs impl="scan", relative errors
@@ -40,11 +40,11 @@ stage() {  # stage NAME SECONDS COMMAND...: run with a timeout, log, and remembe
 failures=0
 
 # Correctness on the GPU first: the timing of a wrong kernel means nothing.
-stage pallas_check 110 $py experiments/pallas_check.py --out "$out/pallas_check_gpu.json"
-stage loops_tune 150 $py experiments/loops_tune.py --budget-s 100 --out "$out/loops_tune_gpu.json"
-stage bench_fp32 190 $py experiments/bench.py --device gpu --dtypes float32 --repeats 20 --quiet 1 --budget-s 130 \
+stage pallas_check 100 $py experiments/pallas_check.py --out "$out/pallas_check_gpu.json"
+stage loops_tune 130 $py experiments/loops_tune.py --budget-s 100 --out "$out/loops_tune_gpu.json"
+stage bench_fp32 170 $py experiments/bench.py --device gpu --dtypes float32 --repeats 20 --quiet 1 --budget-s 110 \
   --variants default,pallas,bf16_compute,pallas_bf16_compute --out "$out/bench_gpu.json" --table
-stage bench_fp16 70 $py experiments/bench.py --device gpu --dtypes float16 --impls lstm_jax,torch --repeats 20 \
-  --quiet 1 --budget-s 40 --variants default,pallas --out "$out/bench_gpu_fp16.json" --table
+stage bench_fp16 60 $py experiments/bench.py --device gpu --dtypes float16 --impls lstm_jax,torch --repeats 20 \
+  --quiet 1 --budget-s 25 --variants default,pallas --out "$out/bench_gpu_fp16.json" --table
 echo "stages failed: $failures" | tee -a "$log"
 exit $((failures > 0))

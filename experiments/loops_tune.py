@@ -8,8 +8,9 @@ Usage (from the repository root)::
 What is timed is the recurrence alone, :func:`lstm_jax.fast.recurrence` over given pre-activations
 ``zs`` (the input projection and the weight-gradient GEMMs are the same for every setting): the
 forward, and the forward plus backward of ``sum(hs**2)`` with respect to ``w_hh``, ``zs`` and the
-initial carry, each jitted, medians of ``--repeats`` calls after two warm-up calls, the settings
-interleaved. Rows: ``{loops, settings, B, T, D, compute, fwd_ms, train_ms}``. On a GPU this chooses
+initial carry, each jitted, medians of ``--repeats`` calls after warm-up, one setting after another
+(:func:`tune`). Rows: ``{loops, settings, B, T, D, compute, fwd_ms, train_ms, error}``, ``error``
+being the gradients' relative error against the ``lax.scan`` loops (a fast setting must be right). On a GPU this chooses
 ``DEFAULT_UNROLL["gpu"]`` and the Pallas kernels' block sizes (``PallasLoops``); nothing here is a test.
 """
 
@@ -35,7 +36,12 @@ from lstm_jax.rundir import write_atomic  # noqa: E402
 #: ``(B, T, D, compute)``: the issue's small-batch GPU shapes, where the per-step launch costs most,
 #: with bfloat16 operands (the target against cuDNN fp16) first.
 CASES = {
-    "gpu": [(16, 1000, 256, "bfloat16"), (8, 150, 256, "bfloat16"), (16, 1000, 256, "float32"), (8, 150, 256, "float32")],
+    "gpu": [
+        (16, 1000, 256, "bfloat16"),
+        (8, 150, 256, "bfloat16"),
+        (16, 1000, 256, "float32"),
+        (8, 150, 256, "float32"),
+    ],
     "quick": [(3, 4, 16, "float32")],
 }
 
@@ -49,10 +55,10 @@ def settings(quick: bool, backend: str, compute: str) -> list[tuple[str, dict, o
         grid = [dict(block_hidden=16)]
     elif compute == "float32":
         grid = [{}]
-    else:
+    else:  # the defaults (block_hidden 64, 4 warps, 1 stage) first
         grid = [
             dict(block_hidden=h, num_warps=w, num_stages=s)
-            for h, w, s in itertools.product([32, 64, 128], [4, 8], [1, 3])
+            for h, w, s in itertools.product([64, 32, 128], [4, 8], [1, 3])
         ]
     interpret = backend != "gpu"
     rows += [("pallas", g, pallas_lstm.PallasLoops(interpret=interpret, **g)) for g in grid]
@@ -77,36 +83,61 @@ def _timed(fn, args) -> float:
     return 1000 * (time.perf_counter() - start)
 
 
-def tune_shape(shape, compute: str, candidates, repeats: int, log=print) -> list[dict]:
-    """Rows for one shape and compute dtype; a setting that fails to compile or run is logged and skipped."""
-    B, T, D = shape
+def _relative_error(ours, ref) -> float:
+    """The largest ``‖a − b‖ / ‖b‖`` over the leaves (the gradients of ``w_hh``, ``zs``, ``h0``, ``c0``)."""
+    return max(
+        float(jnp.linalg.norm((a - b).ravel()) / jnp.maximum(jnp.linalg.norm(b.ravel()), 1e-30))
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref))
+    )
+
+
+def _problem(B: int, T: int, D: int):
     k_w, k_z, k_h = jax.random.split(jax.random.key(0), 3)
     w_hh = jax.random.normal(k_w, (4 * D, D)) / jnp.sqrt(D)
     zs = jax.random.normal(k_z, (T, B, 4 * D))
-    carry0 = LSTMState(*jax.random.normal(k_h, (2, B, D)))
-    args = (w_hh, zs, carry0)
-    compute_dtype = None if compute == "float32" else compute
-    ready = []
-    for name, setting, loops in candidates:
-        try:
-            forward, train = _functions(loops, compute_dtype)
-            for _ in range(2):
-                _timed(forward, args), _timed(train, args)
-        except Exception as error:  # e.g. a tile Triton cannot fit
-            log(f"  {name} {setting}: skipped ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
-            continue
-        ready.append((name, setting, forward, train, {"fwd": [], "train": []}))
-    for repeat in range(repeats):
-        for _name, _setting, forward, train, ms in ready[repeat % len(ready) :] + ready[: repeat % len(ready)]:
-            ms["fwd"].append(_timed(forward, args))
-            ms["train"].append(_timed(train, args))
-    rows = []
-    for name, setting, _, _, ms in ready:
-        row = {"loops": name, "settings": setting, "B": B, "T": T, "D": D, "compute": compute}
-        row.update(fwd_ms=round(statistics.median(ms["fwd"]), 4), train_ms=round(statistics.median(ms["train"]), 4))
-        row.update(backend=jax.default_backend(), device_name=jax.devices()[0].device_kind, jax=jax.__version__)
-        rows.append(row)
-        log(f"  {name:6s} {json.dumps(setting):58s} fwd {row['fwd_ms']:9.3f} ms  train {row['train_ms']:9.3f} ms")
+    return w_hh, zs, LSTMState(*jax.random.normal(k_h, (2, B, D)))
+
+
+def tune(cases, quick: bool, repeats: int, budget_s=None, save=None, log=print) -> list[dict]:
+    """One row per case and setting, timed one setting at a time (compile, two warm-up calls, then
+    ``repeats`` forward and training calls alternately) and saved after each, so that a run cut short
+    keeps every setting it finished. ``error``: the gradients' relative error against ``lax.scan``
+    with ``unroll=1`` (the first setting). A setting that fails to compile or run is logged and skipped."""
+    rows, start = [], time.monotonic()
+    for B, T, D, compute in cases:
+        log(f"B={B} T={T} D={D} {compute}")
+        args = _problem(B, T, D)
+        compute_dtype = None if compute == "float32" else compute
+        reference = None
+        for name, setting, loops in settings(quick, jax.default_backend(), compute):
+            if budget_s is not None and time.monotonic() - start > budget_s:
+                log(
+                    f"time budget of {budget_s:.0f} s spent: B={B} T={T} D={D} {compute} {name} {setting} and later skipped"
+                )
+                return rows
+            try:
+                forward, train = _functions(loops, compute_dtype)
+                grads = train(*args)
+                _timed(forward, args), _timed(forward, args), _timed(train, args)
+            except Exception as error:  # e.g. a tile Triton cannot fit
+                log(f"  {name} {setting}: skipped ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
+                continue
+            reference = grads if reference is None else reference
+            ms = {"fwd": [], "train": []}
+            for _ in range(repeats):
+                ms["fwd"].append(_timed(forward, args))
+                ms["train"].append(_timed(train, args))
+            row = {"loops": name, "settings": setting, "B": B, "T": T, "D": D, "compute": compute}
+            row.update({f"{kind}_ms": round(statistics.median(times), 4) for kind, times in ms.items()})
+            row.update(error=_relative_error(grads, reference), repeats=repeats)
+            row.update(backend=jax.default_backend(), device_name=jax.devices()[0].device_kind, jax=jax.__version__)
+            rows.append(row)
+            log(
+                f"  {name:6s} {json.dumps(setting):58s} fwd {row['fwd_ms']:9.3f} ms  train {row['train_ms']:9.3f} ms"
+                f"  error {row['error']:.1e}"
+            )
+            if save is not None:
+                save(rows)
     return rows
 
 
@@ -114,20 +145,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one tiny shape, two unrolls, one Pallas setting")
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--out", type=pathlib.Path, help="JSON rows, saved after every shape")
-    parser.add_argument("--budget-s", type=float, help="start no new shape after this many seconds")
+    parser.add_argument("--out", type=pathlib.Path, help="JSON rows, saved after every setting")
+    parser.add_argument("--budget-s", type=float, help="start no new setting after this many seconds")
     args = parser.parse_args(argv)
-    rows, start = [], time.monotonic()
-    for B, T, D, compute in CASES["quick" if args.quick else "gpu"]:
-        if args.budget_s is not None and time.monotonic() - start > args.budget_s:
-            print(f"time budget of {args.budget_s:.0f} s spent: B={B} T={T} D={D} {compute} and later skipped")
-            break
-        print(f"B={B} T={T} D={D} {compute}", flush=True)
-        candidates = settings(args.quick, jax.default_backend(), compute)
-        rows += tune_shape((B, T, D), compute, candidates, args.repeats)
-        if args.out:
-            write_atomic(args.out, json.dumps(rows, indent=1) + "\n")
+    save = None if args.out is None else (lambda rows: write_atomic(args.out, json.dumps(rows, indent=1) + "\n"))
+    tune(CASES["quick" if args.quick else "gpu"], args.quick, args.repeats, args.budget_s, save, log=_print)
     return 0
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
 
 
 if __name__ == "__main__":

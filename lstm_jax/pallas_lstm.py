@@ -58,6 +58,9 @@ class PallasLoops(NamedTuple):
       block_hidden: hidden units per tile; the largest power of two up to this that divides ``D``.
       num_warps: Triton warps per program.
       num_stages: Triton's software-pipelining depth for the loops over k-blocks (1: none).
+      reverse_tiles: visit the hidden tiles of a step last to first. The result must not change:
+        the tests set it in the interpreter, where tiles run one after another, to show that no
+        tile reads what another tile of the same step writes (on a GPU they run in any order).
     """
 
     interpret: bool = False
@@ -65,6 +68,7 @@ class PallasLoops(NamedTuple):
     block_hidden: int = 64
     num_warps: int = 4
     num_stages: int = 1
+    reverse_tiles: bool = False
 
     def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, zs, carry0, valid):
         """``((final carry, hs), (carries, gates))``, as :meth:`lstm_jax.fast.ScanLoops.forward`."""
@@ -74,7 +78,7 @@ class PallasLoops(NamedTuple):
         if num_steps == 0:
             empty = jnp.zeros((0, *batch_shape, hidden), zs.dtype)
             return (carry0, empty), (LSTMState(empty, empty), zs)
-        blocks = _blocks(self, hidden, batch_shape)
+        blocks = _blocks(self, hidden, batch_shape, num_steps)
         flat = _Flat(batch_shape, blocks.rows)
         w = w_hh.astype(compute_dtype or w_hh.dtype)
         hs, cs, gates = _forward_call(
@@ -91,7 +95,7 @@ class PallasLoops(NamedTuple):
         num_steps, batch_shape = dhs.shape[0], dhs.shape[1:-1]
         if num_steps == 0:
             return dfinal, jnp.zeros((0, *batch_shape, GATES * w_hh.shape[1]), dhs.dtype), dhs
-        blocks = _blocks(self, w_hh.shape[1], batch_shape)
+        blocks = _blocks(self, w_hh.shape[1], batch_shape, num_steps)
         flat = _Flat(batch_shape, blocks.rows)
         steps, rows = flat.steps, flat.rows_of
         dzs, dh_buffers, dc_buffers = _backward_call(
@@ -117,9 +121,15 @@ class _Blocks(NamedTuple):
     bb: int
     bn: int
     rows: int
+    reverse_tiles: bool = False
+
+    def tile_index(self, n):
+        """The hidden tile that loop iteration ``n`` computes (see ``PallasLoops.reverse_tiles``)."""
+        return self.hidden // self.bn - 1 - n if self.reverse_tiles else n
 
 
-def _blocks(loops: PallasLoops, hidden: int, batch_shape) -> _Blocks:
+def _blocks(loops: PallasLoops, hidden: int, batch_shape, num_steps: int) -> _Blocks:
+    """The block sizes of one call, after checking that the kernels can take the problem."""
     if hidden % 16:
         raise ValueError(f"impl='pallas': expected a hidden size that is a multiple of 16, got {hidden}")
     bb = loops.block_batch
@@ -129,7 +139,14 @@ def _blocks(loops: PallasLoops, hidden: int, batch_shape) -> _Blocks:
     while bn * 2 <= loops.block_hidden and hidden % (bn * 2) == 0:
         bn *= 2
     num_rows = max(1, int(np.prod(batch_shape, dtype=int)))
-    return _Blocks(hidden, bb, bn, -(-num_rows // bb) * bb)
+    rows = -(-num_rows // bb) * bb
+    elements = num_steps * rows * GATES * hidden  # the largest array, (T, rows, 4D)
+    if elements >= 2**31:  # Triton computes the kernels' offsets in int32
+        raise ValueError(
+            f"impl='pallas': expected T·rows·4D < 2**31 (int32 offsets), got {num_steps}·{rows}·{GATES * hidden}"
+            f" = {elements}; use impl='fast', or remat/truncate to cut T into chunks"
+        )
+    return _Blocks(hidden, bb, bn, rows, loops.reverse_tiles)
 
 
 class _Flat(NamedTuple):
@@ -171,6 +188,13 @@ def _gate(a: Array, sigmoid: bool) -> Array:
     return 0.5 + 0.5 * jnp.tanh(0.5 * a) if sigmoid else jnp.tanh(a)
 
 
+def _dot(a: Array, b: Array, acc_dtype) -> Array:
+    """``a @ b`` accumulated in ``acc_dtype``. Float32 follows ``jax.default_matmul_precision`` as XLA's
+    dots do (Triton's TF32 by default on a GPU); float64 is always full precision."""
+    precision = jax.lax.Precision.HIGHEST if a.dtype == jnp.float64 else None
+    return jnp.dot(a, b, precision=precision, preferred_element_type=acc_dtype)
+
+
 def _gate_derivative(a: Array, sigmoid: bool) -> Array:
     """The derivative of :func:`_gate` from its output: a(1 − a) or 1 − a²."""
     return a * (1 - a) if sigmoid else 1 - a * a
@@ -200,14 +224,14 @@ def _forward_kernel(zs_ref, w_t_ref, h0_ref, c0_ref, *refs, blocks: _Blocks, rev
             return jnp.where(first, ref0[rows, cols], ref[before, rows, cols]).astype(acc_dtype)
 
         def tile(n, _):
+            n = blocks.tile_index(n)
             cols = pl.ds(n * bn, bn)
 
             def k_block(k, accs):
                 ks = pl.ds(k * bn, bn)
                 h = previous(h0_ref, hs_ref, ks).astype(w_t_ref.dtype)
                 return tuple(
-                    acc + jnp.dot(h, w_t_ref[ks, pl.ds(gate * D + n * bn, bn)], preferred_element_type=acc_dtype)
-                    for gate, acc in enumerate(accs)
+                    acc + _dot(h, w_t_ref[ks, pl.ds(gate * D + n * bn, bn)], acc_dtype) for gate, acc in enumerate(accs)
                 )
 
             zero = jnp.zeros((blocks.bb, bn), acc_dtype)
@@ -274,6 +298,7 @@ def _backward_kernel(
         keep = (valid_ref[t, rows][:, None] != 0) if masked else None
 
         def pointwise(n, _):
+            n = blocks.tile_index(n)
             cols = pl.ds(n * bn, bn)
             i, f, g, o = (load(gates_ref, t, rows, pl.ds(gate * D + n * bn, bn)) for gate in range(GATES))
             dh = incoming(dh_final_ref, dh_ref, cols) + load(dhs_ref, t, rows, cols)
@@ -293,12 +318,13 @@ def _backward_kernel(
             dc_ref[write, rows, cols] = dc_prev.astype(dc_ref.dtype)
 
         def recurrent(n, _):  # dh_{t-1}[:, n] = dz_t W_hh[:, n]
+            n = blocks.tile_index(n)
             cols = pl.ds(n * bn, bn)
 
             def k_block(k, acc):
                 ks = pl.ds(k * bn, bn)
                 dz = dzs_ref[t, rows, ks].astype(w_ref.dtype)
-                return acc + jnp.dot(dz, w_ref[ks, cols], preferred_element_type=acc_dtype)
+                return acc + _dot(dz, w_ref[ks, cols], acc_dtype)
 
             dh_prev = jax.lax.fori_loop(0, GATES * D // bn, k_block, jnp.zeros((blocks.bb, bn), acc_dtype))
             if masked:

@@ -107,12 +107,55 @@ def test_pallas_remat_chunks(key):
 
 
 def test_pallas_bfloat16_compute_equals_fast_path(key):
-    """``compute_dtype="bfloat16"``: the kernels round the matmul operands as the scan loops do."""
+    """``compute_dtype="bfloat16"``: the kernels round the same matmul operands as the scan loops.
+
+    They agree to about 3e-6 (the order of the float32 sums); kernels that skipped the rounding
+    differ from the fast path by about 1e-3 and fail this (checked with such a mutant)."""
     params, xs, carry0, lengths = _problem(key, D=16, dtype=jnp.float32)
     options = dict(lengths=lengths, compute_dtype="bfloat16")
     result = _value_and_grads(params, xs, carry0, **INTERPRET, **options)
-    # Rounding the same operands to bfloat16 in a different order of summation: about bf16's 2^-8.
-    assert_trees_close(result, _value_and_grads(params, xs, carry0, impl="fast", **options), rtol=2e-2, atol=2e-3)
+    assert_trees_close(result, _value_and_grads(params, xs, carry0, impl="fast", **options), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_pallas_16bit_parameters(dtype, key):
+    """16-bit parameters: the kernels sum and do the pointwise work in float32 and store 16-bit carries,
+    so they differ from the fast path (16-bit throughout) by 16-bit rounding, not more."""
+    params, xs, carry0, lengths = _problem(key, D=16, dtype=jnp.float32)
+    params, xs, carry0 = jax.tree.map(lambda a: a.astype(dtype), (params, xs, carry0))
+    ours = _value_and_grads(params, xs, carry0, lengths=lengths, **INTERPRET)
+    ref = _value_and_grads(params, xs, carry0, lengths=lengths, impl="fast")
+    assert jax.tree.map(lambda a: a.dtype, ours) == jax.tree.map(lambda a: a.dtype, ref)
+    tolerance = 4 * float(jnp.finfo(dtype).eps)  # 2^-6 for bfloat16, 2^-8 for float16
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        assert np.linalg.norm(a - b) <= tolerance * np.linalg.norm(b)
+
+
+def test_pallas_tile_order_does_not_matter(key):
+    """Hidden tiles visited last to first give the same numbers: no tile of a step reads what another
+    tile of that step writes (the interpreter runs tiles in order; a GPU runs them in any)."""
+    with jax.enable_x64(True):
+        params, xs, carry0, lengths = _problem(key)
+        zs = add_bias(jnp.moveaxis(xs, -2, 0) @ params.w_ih.T, params.b)
+        valid = jnp.moveaxis(valid_steps(lengths, xs.shape[-2]), -1, 0)
+        kernel = fast.KERNELS[LSTM_CELL]
+
+        def run(loops):
+            def loss(w_hh, zs, carry0):
+                carry, hs = fast.recurrence(kernel, True, loops, None, w_hh, zs, carry0, valid)
+                return jnp.sum(jnp.sin(hs)) + jnp.sum(carry.c**2)
+
+            return jax.value_and_grad(loss, argnums=(0, 1, 2))(params.w_hh, zs, carry0)
+
+        forward_order = run(pallas_lstm.PallasLoops(interpret=True))
+        assert_trees_close(run(pallas_lstm.PallasLoops(interpret=True, reverse_tiles=True)), forward_order, **F64)
+        assert_trees_close(forward_order, run(fast.ScanLoops()), **F64)
+
+
+def test_pallas_rejects_int32_overflow():
+    with pytest.raises(ValueError, match=r"expected T·rows·4D < 2\*\*31 \(int32 offsets\), got 2048·256·4096"):
+        pallas_lstm._blocks(pallas_lstm.PallasLoops(), 1024, (256,), 2048)
 
 
 def test_pallas_loops_shapes_and_dtypes(key):
@@ -158,9 +201,10 @@ def _lower_for_cuda(B, T, D, dtype=jnp.float32, **options):
         dict(B=8, T=150, D=256),
         dict(B=16, T=20, D=48, reverse=True, compute_dtype="bfloat16"),
         dict(B=40, T=10, D=64, dtype=jnp.bfloat16),
+        dict(B=8, T=10, D=64, dtype=jnp.float16),
         dict(B=3, T=7, D=32, lengths=True),
     ],
-    ids=["f32-8x150x256", "bf16-compute-reverse-D48", "bf16-params-3-blocks", "lengths"],
+    ids=["f32-8x150x256", "bf16-compute-reverse-D48", "bf16-params-3-blocks", "f16-params", "lengths"],
 )
 def test_pallas_lowers_to_triton_for_cuda(case, monkeypatch):
     """The two kernels lower to two Triton calls (``impl="pallas"`` checks for a GPU: patched here)."""
@@ -206,13 +250,13 @@ def test_pallas_hidden_size_multiple_of_16(key):
 def test_pallas_block_batch_power_of_two(block_batch):
     loops = pallas_lstm.PallasLoops(interpret=True, block_batch=block_batch)
     with pytest.raises(ValueError, match=f"block_batch: expected a power of two >= 16, got {block_batch}"):
-        pallas_lstm._blocks(loops, 16, (3,))
+        pallas_lstm._blocks(loops, 16, (3,), 5)
 
 
 @pytest.mark.parametrize(("hidden", "block_hidden", "tile"), [(16, 64, 16), (48, 64, 16), (256, 64, 64), (96, 128, 32)])
 def test_pallas_hidden_tile(hidden, block_hidden, tile):
     """The tile is the largest power of two up to ``block_hidden`` that divides ``D``."""
-    blocks = pallas_lstm._blocks(pallas_lstm.PallasLoops(block_hidden=block_hidden), hidden, (20,))
+    blocks = pallas_lstm._blocks(pallas_lstm.PallasLoops(block_hidden=block_hidden), hidden, (20,), 5)
     assert (blocks.bn, blocks.rows) == (tile, 32)
 
 
