@@ -7,8 +7,8 @@ Usage (from the repository root)::
 
 What is timed is the recurrence alone, :func:`lstm_jax.fast.recurrence` over given pre-activations
 ``zs`` (the input projection and the weight-gradient GEMMs are the same for every setting): the
-forward, and the forward plus backward of ``sum(hs**2)`` with respect to ``w_hh``, ``zs`` and the
-initial carry, each jitted, medians of ``--repeats`` calls after warm-up, one setting after another
+forward, and the forward plus backward of ``sum(hs**2)`` with respect to ``w_hh``, ``b``, ``zs``
+and the initial carry, each jitted, medians of ``--repeats`` calls after warm-up, one setting after another
 (:func:`tune`). Rows: ``{loops, settings, B, T, D, compute, fwd_ms, train_ms, error}``, ``error``
 being the gradients' relative error against the ``lax.scan`` loops (a fast setting must be right). On a GPU this chooses
 ``DEFAULT_UNROLL["gpu"]`` and the Pallas kernels' block sizes (``PallasLoops``); nothing here is a test.
@@ -68,13 +68,13 @@ def settings(quick: bool, backend: str, compute: str) -> list[tuple[str, dict, o
 def _functions(loops, compute_dtype):
     kernel = fast.KERNELS[LSTM_CELL]
 
-    def hs_of(w_hh, zs, carry0):
-        return fast.recurrence(kernel, False, loops, compute_dtype, w_hh, zs, carry0, None)[1]
+    def hs_of(w_hh, b, zs, carry0):
+        return fast.recurrence(kernel, False, loops, compute_dtype, w_hh, b, zs, carry0, None)[1]
 
-    def loss(w_hh, zs, carry0):
-        return jnp.sum(jnp.square(hs_of(w_hh, zs, carry0)))
+    def loss(w_hh, b, zs, carry0):
+        return jnp.sum(jnp.square(hs_of(w_hh, b, zs, carry0)))
 
-    return jax.jit(hs_of), jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+    return jax.jit(hs_of), jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
 
 
 def _timed(fn, args) -> float:
@@ -84,7 +84,7 @@ def _timed(fn, args) -> float:
 
 
 def _relative_error(ours, ref) -> float:
-    """The largest ``‖a − b‖ / ‖b‖`` over the leaves (the gradients of ``w_hh``, ``zs``, ``h0``, ``c0``)."""
+    """The largest ``‖a − b‖ / ‖b‖`` over the leaves (the gradients of ``w_hh``, ``b``, ``zs``, ``h0``, ``c0``)."""
     return max(
         float(jnp.linalg.norm((a - b).ravel()) / jnp.maximum(jnp.linalg.norm(b.ravel()), 1e-30))
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref))
@@ -92,10 +92,10 @@ def _relative_error(ours, ref) -> float:
 
 
 def _problem(B: int, T: int, D: int):
-    k_w, k_z, k_h = jax.random.split(jax.random.key(0), 3)
+    k_w, k_b, k_z, k_h = jax.random.split(jax.random.key(0), 4)
     w_hh = jax.random.normal(k_w, (4 * D, D)) / jnp.sqrt(D)
     zs = jax.random.normal(k_z, (T, B, 4 * D))
-    return w_hh, zs, LSTMState(*jax.random.normal(k_h, (2, B, D)))
+    return w_hh, jax.random.normal(k_b, (4 * D,)), zs, LSTMState(*jax.random.normal(k_h, (2, B, D)))
 
 
 def tune(cases, quick: bool, repeats: int, budget_s=None, save=None, log=print) -> list[dict]:

@@ -156,8 +156,13 @@ def _hold(valid, new, old):
     return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
 
 
-def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, zs, carry0, valid):
-    """The forward scan; returns ``((final carry, hs), (carries, saved))``."""
+def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, b, zs, carry0, valid):
+    """The forward scan; returns ``((final carry, hs), (carries, saved))``.
+
+    The bias is added to each step's ``z_t`` inside the step, where XLA fuses it into the step's
+    pointwise work, rather than in a pass of its own over all ``T·B·G·D`` pre-activations (measured
+    on the CPU at B=64, T=100, D=512: forward 197 -> 189 ms).
+    """
 
     # With a batch, W_hh is transposed once outside the loop: (B, D) @ (D, G·D) ran faster on the CPU
     # than the dot with a transposed operand that XLA makes of ``h @ w_hh.T`` inside it. With one
@@ -169,7 +174,7 @@ def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, zs, car
 
     def body(carry, inputs):
         z, v = inputs
-        new, saved = kernel.step(w.T if fold else w_t_outside, carry, z)
+        new, saved = kernel.step(w.T if fold else w_t_outside, carry, add_bias(z, b))
         held = _hold(v, new, carry)
         return held, (held, saved)
 
@@ -193,9 +198,9 @@ class ScanLoops(NamedTuple):
 
     unroll: int | bool = 1
 
-    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, zs, carry0, valid):
+    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, b, zs, carry0, valid):
         """``((final carry, hs), (carries, saved))``: the outputs and what the backward pass needs."""
-        return _forward(kernel, reverse, self.unroll, compute_dtype, w_hh, zs, carry0, valid)
+        return _forward(kernel, reverse, self.unroll, compute_dtype, w_hh, b, zs, carry0, valid)
 
     def backward(self, kernel: Kernel, reverse: bool, w_hh, carry0, carries, saved, valid, dfinal, dhs):
         """``(∂L/∂carry0, dz, h_prev)``: see :func:`backward`."""
@@ -203,19 +208,19 @@ class ScanLoops(NamedTuple):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def recurrence(kernel: Kernel, reverse: bool, loops, compute_dtype, w_hh: Array, zs: Array, carry0, valid):
-    """``(final carry, hs)`` of the recurrence over projected inputs ``zs`` ``(T, *batch, G·D)``.
+def recurrence(kernel: Kernel, reverse: bool, loops, compute_dtype, w_hh: Array, b: Array, zs: Array, carry0, valid):
+    """``(final carry, hs)`` of the recurrence over projected inputs ``zs + b``, ``zs``: ``(T, *batch, G·D)``.
 
     The same numbers as :func:`lstm_jax.unroll.scan_cell` (``valid``: ``(T, *batch)`` bool or
     ``None``), with the cheaper backward pass described in the module docstring. ``loops`` runs the
     two time loops (:class:`ScanLoops` or :class:`lstm_jax.pallas_lstm.PallasLoops`); ``compute_dtype``
     (``None``: ``w_hh``'s) is the dtype of the matmul operands, forward and backward (:func:`matmul`).
     """
-    return loops.forward(kernel, reverse, compute_dtype, w_hh, zs, carry0, valid)[0]
+    return loops.forward(kernel, reverse, compute_dtype, w_hh, b, zs, carry0, valid)[0]
 
 
-def _recurrence_fwd(kernel, reverse, loops, compute_dtype, w_hh, zs, carry0, valid):
-    out, (carries, saved) = loops.forward(kernel, reverse, compute_dtype, w_hh, zs, carry0, valid)
+def _recurrence_fwd(kernel, reverse, loops, compute_dtype, w_hh, b, zs, carry0, valid):
+    out, (carries, saved) = loops.forward(kernel, reverse, compute_dtype, w_hh, b, zs, carry0, valid)
     return out, (w_hh, carry0, carries, saved, valid)
 
 
@@ -278,40 +283,49 @@ def _recurrence_bwd(kernel, reverse, loops, compute_dtype, residuals, cotangents
     dfinal, dhs = cotangents
     w = w_hh.astype(compute_dtype or w_hh.dtype)
     dcarry0, dzs, h_prev = loops.backward(kernel, reverse, w, carry0, carries, saved, valid, dfinal, dhs)
-    return sum_over_steps(dzs, h_prev, compute_dtype), dzs, dcarry0, None
+    return sum_over_steps(dzs, h_prev, compute_dtype), sum_rows(dzs), dzs, dcarry0, None
 
 
 recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
 # ----------------------------------------------------------------------------------------------
-# The input projection in a narrower compute dtype.
+# The input projection (its bias is added in the recurrence's steps).
+
+
+def input_projection(w_ih: Array, xs: Array, compute_dtype=None) -> Array:
+    r""":math:`W_{ih} x_t` for all steps, one GEMM; the bias is added by :func:`recurrence`, in the steps.
+
+    With a ``compute_dtype``, the operands are cast to it and the products accumulate in ``w_ih``'s
+    dtype (:func:`project`)."""
+    if compute_dtype is None:
+        return jnp.einsum("...m,gm->...g", xs, w_ih)
+    return project(compute_dtype, w_ih, xs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def project(compute_dtype, w_ih: Array, b: Array, xs: Array) -> Array:
-    r""":math:`z = W_{ih} x + b` with the matmul operands in ``compute_dtype`` and ``z`` in ``b``'s dtype.
+def project(compute_dtype, w_ih: Array, xs: Array) -> Array:
+    r""":math:`W_{ih} x_t` with the matmul operands in ``compute_dtype`` and the result in ``w_ih``'s dtype.
 
     Its backward pass keeps every gradient in the parameters' dtype: :math:`\partial L/\partial W_{ih}
     = \sum_t dz_t x_t^\top` is one GEMM of ``compute_dtype`` operands accumulated in float32
     (:func:`sum_over_steps`), and :math:`\partial L/\partial x_t = W_{ih}^\top dz_t`. (Plain
     autodiff of ``astype`` would round ``∂L/∂W_ih`` to the compute dtype.)
     """
-    w = w_ih.astype(compute_dtype)
-    z = jnp.einsum("...m,gm->...g", xs.astype(compute_dtype), w, preferred_element_type=b.dtype)
-    return add_bias(z, b)
+    return jnp.einsum(
+        "...m,gm->...g", xs.astype(compute_dtype), w_ih.astype(compute_dtype), preferred_element_type=w_ih.dtype
+    )
 
 
-def _project_fwd(compute_dtype, w_ih, b, xs):
-    return project(compute_dtype, w_ih, b, xs), (w_ih, xs)
+def _project_fwd(compute_dtype, w_ih, xs):
+    return project(compute_dtype, w_ih, xs), (w_ih, xs)
 
 
 def _project_bwd(compute_dtype, residuals, dz):
     w_ih, xs = residuals
     dw = sum_over_steps(dz, xs, compute_dtype).astype(w_ih.dtype)
-    db = sum_rows(dz)
     dxs = matmul(dz, w_ih.astype(compute_dtype)).astype(xs.dtype)
-    return dw, db, dxs
+    return dw, dxs
 
 
 project.defvjp(_project_fwd, _project_bwd)

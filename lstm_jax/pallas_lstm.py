@@ -70,7 +70,7 @@ class PallasLoops(NamedTuple):
     num_stages: int = 1
     reverse_tiles: bool = False
 
-    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, zs, carry0, valid):
+    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, b, zs, carry0, valid):
         """``((final carry, hs), (carries, gates))``, as :meth:`lstm_jax.fast.ScanLoops.forward`."""
         del kernel  # the LSTM's step is written into the kernel
         num_steps, batch_shape = zs.shape[0], zs.shape[1:-1]
@@ -82,7 +82,15 @@ class PallasLoops(NamedTuple):
         flat = _Flat(batch_shape, blocks.rows)
         w = w_hh.astype(compute_dtype or w_hh.dtype)
         hs, cs, gates = _forward_call(
-            self, blocks, reverse, w.T, flat.steps(zs), flat.rows_of(carry0.h), flat.rows_of(carry0.c), flat.mask(valid)
+            self,
+            blocks,
+            reverse,
+            w.T,
+            b,
+            flat.steps(zs),
+            flat.rows_of(carry0.h),
+            flat.rows_of(carry0.c),
+            flat.mask(valid),
         )
         carries = LSTMState(flat.unsteps(hs), flat.unsteps(cs))
         last = 0 if reverse else -1
@@ -210,7 +218,9 @@ def _step_indices(s, num_steps: int, reverse: bool, forward: bool):
     return t, before, first
 
 
-def _forward_kernel(zs_ref, w_t_ref, h0_ref, c0_ref, *refs, blocks: _Blocks, reverse: bool, masked: bool, barrier):
+def _forward_kernel(
+    zs_ref, w_t_ref, b_ref, h0_ref, c0_ref, *refs, blocks: _Blocks, reverse: bool, masked: bool, barrier
+):
     """All ``T`` forward steps for one block of batch rows (module docstring)."""
     valid_ref, (hs_ref, cs_ref, gates_ref) = (refs[0] if masked else None), refs[masked:]
     num_steps, D, bn = zs_ref.shape[0], blocks.hidden, blocks.bn
@@ -236,10 +246,13 @@ def _forward_kernel(zs_ref, w_t_ref, h0_ref, c0_ref, *refs, blocks: _Blocks, rev
 
             zero = jnp.zeros((blocks.bb, bn), acc_dtype)
             accs = jax.lax.fori_loop(0, D // bn, k_block, (zero,) * GATES)
-            i, f, g, o = (
-                _gate(zs_ref[t, rows, pl.ds(gate * D + n * bn, bn)].astype(acc_dtype) + acc, _SIGMOID[gate])
-                for gate, acc in enumerate(accs)
-            )
+
+            def pre_activation(gate, acc):  # z_t + b + h_{t-1} W_hhᵀ, the sum in fast._forward's order
+                gate_cols = pl.ds(gate * D + n * bn, bn)
+                z = zs_ref[t, rows, gate_cols] + b_ref[gate_cols][None, :]
+                return z.astype(acc_dtype) + acc
+
+            i, f, g, o = (_gate(pre_activation(gate, acc), _SIGMOID[gate]) for gate, acc in enumerate(accs))
             c_prev = previous(c0_ref, cs_ref, cols)
             c = f * c_prev + i * g
             h = o * jnp.tanh(c)
@@ -356,7 +369,7 @@ def _call(loops: PallasLoops, body, blocks: _Blocks, out_shape, name: str):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _forward_call(loops, blocks, reverse, w_t, zs, h0, c0, valid):
+def _forward_call(loops, blocks, reverse, w_t, b, zs, h0, c0, valid):
     masked = valid is not None
     num_steps, rows, dtype = zs.shape[0], zs.shape[1], zs.dtype
     out_shape = (
@@ -365,7 +378,7 @@ def _forward_call(loops, blocks, reverse, w_t, zs, h0, c0, valid):
         jax.ShapeDtypeStruct(zs.shape, dtype),
     )
     body = functools.partial(_forward_kernel, blocks=blocks, reverse=reverse, masked=masked)
-    args = (zs, w_t, h0, c0) + ((valid,) if masked else ())
+    args = (zs, w_t, b, h0, c0) + ((valid,) if masked else ())
     return _call(loops, body, blocks, out_shape, "lstm_forward")(*args)
 
 

@@ -240,10 +240,10 @@ def _is_int(value) -> bool:
 
 
 def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options):
-    """The recurrence over projected inputs by the chosen implementation: ``(final carry, hs)``."""
+    """The recurrence over projected inputs (:func:`_project`) by the chosen implementation: ``(final carry, hs)``."""
     if _runs_fast(cell, options.impl, options.remat):
         args = (fast.kernel_for(cell), options.reverse, _loops(options), options.compute_dtype)
-        return fast.recurrence(*args, params.w_hh, zs, carry0, valid)
+        return fast.recurrence(*args, params.w_hh, params.b, zs, carry0, valid)
     if options.remat == "step":
         recur = jax.checkpoint(cell.recur)
         cell = cell._replace(recur=recur)
@@ -258,10 +258,11 @@ def _loops(options: Options):
 
 
 def _project(cell: Cell, params, xs: Array, options: Options) -> Array:
-    """The cell's input projection; with a ``compute_dtype`` (built-in cells only), in that dtype."""
-    if options.compute_dtype is None:
-        return cell.project(params, xs)
-    return fast.project(options.compute_dtype, params.w_ih, params.b, xs)
+    """The cell's input projection; on the fast path without the bias (the recurrence adds it in its
+    steps) and, with a ``compute_dtype``, with operands in that dtype."""
+    if _runs_fast(cell, options.impl, options.remat):
+        return fast.input_projection(params.w_ih, xs, options.compute_dtype)
+    return cell.project(params, xs)
 
 
 def _chunk_length(options: Options, num_steps: int) -> int | None:

@@ -13,7 +13,7 @@ from _util import assert_trees_close
 from lstm_jax import fast
 from lstm_jax.cells import LSTMState, add_bias, lstm_cell, rnn_cell
 from lstm_jax.init import init_layers, init_lstm, init_rnn
-from lstm_jax.unroll import DEFAULT_UNROLL, Bidirectional, unroll, unroll_layers
+from lstm_jax.unroll import DEFAULT_UNROLL, Bidirectional, unroll, unroll_layers, valid_steps
 
 M, D = 3, 4
 F64 = dict(rtol=1e-10, atol=1e-12)
@@ -335,11 +335,32 @@ def test_fast_impl_rejects_plain_step_function(key):
 def test_recurrence_shapes(key):
     """The kernel-level API: time-major projected inputs in, ``(final carry, hs)`` out."""
     cell, params, xs, carry0, _ = _problem("lstm", key, batch=(2,), T=5, dtype=jnp.float32)
-    zs = cell.project(params, jnp.moveaxis(xs, -2, 0))
-    carry, hs = fast.recurrence(fast.KERNELS[cell], False, fast.ScanLoops(1), None, params.w_hh, zs, carry0, None)
+    zs = fast.input_projection(params.w_ih, jnp.moveaxis(xs, -2, 0))  # the bias is added in the steps
+    args = (fast.KERNELS[cell], False, fast.ScanLoops(1), None, params.w_hh, params.b, zs, carry0, None)
+    carry, hs = fast.recurrence(*args)
     assert isinstance(carry, LSTMState) and carry.h.shape == carry.c.shape == (2, D)
     assert hs.shape == (5, 2, D)
     np.testing.assert_array_equal(hs[-1], carry.h)
+    reference = unroll(cell, params, jnp.moveaxis(xs, -2, 0), carry0, time_major=True, impl="scan")
+    assert_trees_close((carry, hs), reference, **F32)
+
+
+def test_recurrence_bias_gradient_is_the_sum_of_dz(key):
+    """``∂L/∂b`` from the recurrence equals ``∂L/∂zs`` summed over steps and batch (``z_t + b`` in every step)."""
+    with jax.enable_x64(True):
+        cell, params, xs, carry0, lengths = _problem("lstm", key, batch=(2,), T=5)
+        zs = fast.input_projection(params.w_ih, jnp.moveaxis(xs, -2, 0))
+        valid = jnp.moveaxis(valid_steps(lengths, 5), -1, 0)
+
+        def loss(b, zs):
+            carry, hs = fast.recurrence(
+                fast.KERNELS[cell], False, fast.ScanLoops(), None, params.w_hh, b, zs, carry0, valid
+            )
+            return jnp.sum(jnp.sin(hs)) + jnp.sum(carry.c**2)
+
+        d_b, d_zs = jax.grad(loss, argnums=(0, 1))(params.b, zs)
+        np.testing.assert_allclose(d_b, d_zs.sum((0, 1)), rtol=1e-12)
+        assert np.all(d_zs[~valid] == 0)  # padded steps: no gradient
 
 
 @pytest.mark.parametrize("name", ["lstm", "tanh"])

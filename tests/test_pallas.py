@@ -15,7 +15,7 @@ from _util import assert_trees_close
 from jax import export
 
 from lstm_jax import fast, pallas_lstm
-from lstm_jax.cells import LSTM_CELL, LSTMState, add_bias, lstm_cell, rnn_cell
+from lstm_jax.cells import LSTM_CELL, LSTMState, lstm_cell, rnn_cell
 from lstm_jax.config import ConfigError, ModelConfig
 from lstm_jax.init import init_layers, init_lstm
 from lstm_jax.unroll import Bidirectional, check_options, unroll, unroll_layers, valid_steps
@@ -137,16 +137,16 @@ def test_pallas_tile_order_does_not_matter(key):
     tile of that step writes (the interpreter runs tiles in order; a GPU runs them in any)."""
     with jax.enable_x64(True):
         params, xs, carry0, lengths = _problem(key)
-        zs = add_bias(jnp.moveaxis(xs, -2, 0) @ params.w_ih.T, params.b)
+        zs = fast.input_projection(params.w_ih, jnp.moveaxis(xs, -2, 0))
         valid = jnp.moveaxis(valid_steps(lengths, xs.shape[-2]), -1, 0)
         kernel = fast.KERNELS[LSTM_CELL]
 
         def run(loops):
-            def loss(w_hh, zs, carry0):
-                carry, hs = fast.recurrence(kernel, True, loops, None, w_hh, zs, carry0, valid)
+            def loss(w_hh, b, zs, carry0):
+                carry, hs = fast.recurrence(kernel, True, loops, None, w_hh, b, zs, carry0, valid)
                 return jnp.sum(jnp.sin(hs)) + jnp.sum(carry.c**2)
 
-            return jax.value_and_grad(loss, argnums=(0, 1, 2))(params.w_hh, zs, carry0)
+            return jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(params.w_hh, params.b, zs, carry0)
 
         forward_order = run(pallas_lstm.PallasLoops(interpret=True))
         assert_trees_close(run(pallas_lstm.PallasLoops(interpret=True, reverse_tiles=True)), forward_order, **F64)
@@ -162,11 +162,12 @@ def test_pallas_loops_shapes_and_dtypes(key):
     """``PallasLoops.forward``/``backward`` return what ``ScanLoops``' do: same shapes, dtypes, values."""
     with jax.enable_x64(True):
         params, xs, carry0, lengths = _problem(key, batch=(2, 3), D=32)
-        zs = add_bias(jnp.moveaxis(xs, -2, 0) @ params.w_ih.T, params.b)
+        zs = fast.input_projection(params.w_ih, jnp.moveaxis(xs, -2, 0))
         valid = jnp.moveaxis(valid_steps(lengths, xs.shape[-2]), -1, 0)
         kernel = fast.KERNELS[LSTM_CELL]
-        ours = pallas_lstm.PallasLoops(interpret=True).forward(kernel, False, None, params.w_hh, zs, carry0, valid)
-        ref = fast.ScanLoops().forward(kernel, False, None, params.w_hh, zs, carry0, valid)
+        args = (kernel, False, None, params.w_hh, params.b, zs, carry0, valid)
+        ours = pallas_lstm.PallasLoops(interpret=True).forward(*args)
+        ref = fast.ScanLoops().forward(*args)
         assert jax.tree.map(lambda a: (a.shape, a.dtype), ours) == jax.tree.map(lambda a: (a.shape, a.dtype), ref)
         assert_trees_close(ours, ref, **F64)
         (final, hs), (carries, gates) = ref
@@ -269,10 +270,11 @@ def test_pallas_block_settings_lower_for_cuda(loops):
     """The settings ``experiments/loops_tune.py`` tries lower to Triton too (D=256: tiles of 128 and 32)."""
     kernel, D = fast.KERNELS[LSTM_CELL], 256
 
-    def loss(w_hh, zs, carry0):
-        return jnp.sum(fast.recurrence(kernel, False, loops, jnp.bfloat16, w_hh, zs, carry0, None)[1])
+    def loss(w_hh, b, zs, carry0):
+        return jnp.sum(fast.recurrence(kernel, False, loops, jnp.bfloat16, w_hh, b, zs, carry0, None)[1])
 
-    args = (jax.ShapeDtypeStruct((4 * D, D), jnp.float32), jax.ShapeDtypeStruct((10, 16, 4 * D), jnp.float32))
+    args = (jax.ShapeDtypeStruct((4 * D, D), jnp.float32), jax.ShapeDtypeStruct((4 * D,), jnp.float32))
+    args += (jax.ShapeDtypeStruct((10, 16, 4 * D), jnp.float32),)
     carry0 = LSTMState(*(jax.ShapeDtypeStruct((16, D), jnp.float32),) * 2)
     skip = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
     text = export.export(jax.jit(jax.grad(loss)), platforms=["cuda"], disabled_checks=skip)(*args, carry0).mlir_module()
