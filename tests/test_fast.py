@@ -427,3 +427,16 @@ def test_long_sequences_run_in_cache_sized_chunks_with_the_same_numbers(options,
         result = _value_and_grads(cell, params, xs, carry0, **options)
         reference = _value_and_grads(cell, params, xs, carry0, impl="scan", **options)
         assert_trees_close(result, reference, **F64)
+
+
+@pytest.mark.parametrize("max_bytes", [-1, 2**40], ids=["contract-leading-axes", "transpose-first"])
+def test_sum_over_steps_both_gemm_forms(max_bytes, key, monkeypatch):
+    """Both forms of the weight-gradient GEMM (``TRANSPOSE_FIRST_MAX_BYTES``) are Σ_n dz_n a_nᵀ, and differentiable."""
+    monkeypatch.setitem(fast.TRANSPOSE_FIRST_MAX_BYTES, jax.default_backend(), max_bytes)
+    with jax.enable_x64(True):
+        dz = jax.random.normal(key, (5, 3, 8), jnp.float64)
+        a = jax.random.normal(jax.random.fold_in(key, 1), (5, 3, 4), jnp.float64)
+        expected = np.einsum("tbg,tbd->gd", np.asarray(dz), np.asarray(a))
+        np.testing.assert_allclose(fast.sum_over_steps(dz, a), expected, rtol=1e-12)
+        grad = jax.grad(lambda dz: jnp.sum(jnp.sin(fast.sum_over_steps(dz, a))))(dz)
+        np.testing.assert_allclose(grad, np.einsum("gd,tbd->tbg", np.cos(expected), np.asarray(a)), rtol=1e-12)
