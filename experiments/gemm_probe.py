@@ -32,6 +32,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository root, when not pip-installed
+sys.path.insert(0, str(ROOT / "experiments"))
 from lstm_jax.rundir import write_atomic  # noqa: E402
 
 #: (name, m, k, n) for ``(m, k) × (k, n)``: the GEMMs of the CPU suite's shapes (B×T×M×D).
@@ -100,6 +101,8 @@ def probe(shapes, repeats: int, rounds: int = 3, log=print) -> list[dict]:
     process, interleaved call by call, the libraries' thread pools (XLA's Eigen, OpenBLAS, torch's
     OpenMP) spin while another library runs and slow it down, small GEMMs by 100× here.
     """
+    from bench import cpu_model  # experiments/bench.py, beside this file
+
     libraries = ["xla", "numpy"] + (["torch"] if _torch() is not None else [])
     ms = {lib: [] for lib in libraries}
     for round_ in range(rounds):
@@ -122,22 +125,12 @@ def probe(shapes, repeats: int, rounds: int = 3, log=print) -> list[dict]:
                     "gflops": round(2 * m * k * n / median / 1e6, 1),
                     "repeats": repeats,
                     "rounds": rounds,
-                    "machine": f"{platform.machine()}, {_cpu_model()}, {os.cpu_count()} CPUs",
+                    "machine": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs",
                     "versions": _versions(_torch()),
                 }
             )
         log(f"{name:32s} " + "  ".join(f"{r['library']} {r['gflops']:7.1f} GF/s" for r in rows[-len(libraries) :]))
     return rows
-
-
-def _cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _versions(torch) -> dict:
