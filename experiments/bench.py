@@ -43,7 +43,9 @@ import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -550,6 +552,61 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _timing_fields(shape: Shape, fwd: float, train: float) -> dict:
+    """The row fields derived from the median forward and training-step milliseconds."""
+    return {
+        "fwd_ms": round(fwd, 4),
+        "train_ms": round(train, 4),
+        "us_per_step_fwd": round(1000 * fwd / shape.T, 3),
+        "us_per_step_train": round(1000 * train / shape.T, 3),
+        "tokens_per_s_train": round(shape.B * shape.T / (train / 1000), 1),
+    }
+
+
+def run_isolated(impls, rounds: int, child_args: list[str], log=print) -> list[dict]:
+    """The suite with each implementation in its own process: ``rounds`` rotations over ``impls``, each
+    a subprocess ``bench.py --impls IMPL *child_args``; a row's times are the median of its rounds'.
+
+    In one process the libraries' thread pools (XLA's, torch's OpenMP, OpenBLAS) can slow each
+    other even with the settling call of :func:`time_interleaved` (``gemm_probe.py`` saw small GEMMs
+    slowed up to 100× without it); here no other library's threads exist while one is timed, at the
+    price of machine drift between processes, which the rotated rounds spread over all of them.
+    """
+    by_key: dict[tuple, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(rounds):
+            for impl in impls[round_ % len(impls) :] + impls[: round_ % len(impls)]:
+                out = pathlib.Path(tmp) / f"{impl}_{round_}.json"
+                command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--impls", impl, "--out", str(out)]
+                log(f"round {round_ + 1}/{rounds}: {impl}")
+                subprocess.run(command + child_args, check=True, stdout=subprocess.DEVNULL)
+                for row in json.loads(out.read_text()):
+                    key = (row["impl"], row["variant"], row["dtype"], *(row[k] for k in Shape._fields))
+                    by_key.setdefault(key, []).append(row)
+    rows = []
+    for runs in by_key.values():
+        shape = Shape(*(runs[0][k] for k in Shape._fields))
+        fwd = statistics.median(r["fwd_ms"] for r in runs)
+        train = statistics.median(r["train_ms"] for r in runs)
+        busy = [r["others_busy"] for r in runs if r.get("others_busy") is not None]
+        rows.append(
+            {
+                **runs[0],
+                **_timing_fields(shape, fwd, train),
+                "fwd_ms_min": min(r["fwd_ms_min"] for r in runs),
+                "train_ms_min": min(r["train_ms_min"] for r in runs),
+                "others_busy": statistics.median(busy) if busy else None,
+                "waited_s": round(sum(r["waited_s"] for r in runs), 1),
+                "isolated_rounds": len(runs),
+            }
+        )
+    impl_order = {impl: i for i, impl in enumerate(impls)}
+    problems = list(dict.fromkeys((r["dtype"], *(r[k] for k in Shape._fields)) for r in rows))  # suite order
+    return sorted(
+        rows, key=lambda r: (problems.index((r["dtype"], *(r[k] for k in Shape._fields))), impl_order[r["impl"]])
+    )
+
+
 def run_suite(
     shapes,
     dtypes,
@@ -592,11 +649,7 @@ def run_suite(
                 "device_name": info["device_name"],
                 "dtype": dtype,
                 **shape._asdict(),
-                "fwd_ms": round(fwd, 4),
-                "train_ms": round(train, 4),
-                "us_per_step_fwd": round(1000 * fwd / shape.T, 3),
-                "us_per_step_train": round(1000 * train / shape.T, 3),
-                "tokens_per_s_train": round(shape.B * shape.T / (train / 1000), 1),
+                **_timing_fields(shape, fwd, train),
                 "fwd_ms_min": round(min(t["fwd"]), 4),
                 "train_ms_min": round(min(t["train"]), 4),
                 "repeats": repeats,
@@ -755,7 +808,12 @@ def benchmark_table(rows: list[dict]) -> str:
     rows = [row for row in rows if row.get("probe") != "memory"]
     if not rows:
         return ""
-    lines = [f"Machine: {_machine(rows)}; median of {rows[0].get('repeats', '?')} interleaved repeats."]
+    repeats = rows[0].get("repeats", "?")
+    if rows[0].get("isolated_rounds"):
+        how = f"each implementation in its own process, median of {rows[0]['isolated_rounds']} rounds' medians"
+        lines = [f"Machine: {_machine(rows)}; {how} of {repeats} repeats."]
+    else:
+        lines = [f"Machine: {_machine(rows)}; median of {repeats} interleaved repeats."]
     columns = []
     for row in rows:
         key = (row["impl"], row["variant"])
@@ -846,6 +904,21 @@ def _shape_arg(text: str) -> Shape:
     return Shape(*values)
 
 
+def _child_args(args) -> list[str]:
+    """The options of one ``--isolate`` subprocess: everything that says what to time and how."""
+    child = ["--device", args.device, "--repeats", str(args.repeats), "--quiet", str(args.quiet)]
+    child += ["--max-wait", str(args.max_wait)]
+    for flag, value in (
+        ("--shapes", args.shapes),
+        ("--dtypes", args.dtypes),
+        ("--variants", args.variants),
+        ("--torch-threads", args.torch_threads),
+    ):
+        if value is not None:
+            child += [flag, str(value)]
+    return child
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
@@ -857,6 +930,9 @@ def main(argv=None) -> int:
         "--variants", help="comma-separated lstm_jax variants to time (default: all of unroll_variants for the device)"
     )
     parser.add_argument("--budget-s", type=float, help="start no new shape after this many seconds")
+    parser.add_argument(
+        "--isolate", type=int, metavar="ROUNDS", help="time each implementation in its own process, ROUNDS rotations"
+    )
     parser.add_argument(
         "--quiet",
         type=float,
@@ -914,17 +990,21 @@ def main(argv=None) -> int:
         shapes = SHAPES[args.shapes or kind]
         out = args.out or RESULTS / f"bench_{kind}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        rows = run_suite(
-            shapes,
-            dtypes,
-            impls,
-            args.repeats,
-            device,
-            quiet=args.quiet,
-            max_wait=args.max_wait,
-            variants=args.variants.split(",") if args.variants else None,
-            budget_s=args.budget_s,
-            save=lambda rows: write_atomic(out, json.dumps(rows, indent=1) + "\n"),
+        rows = (
+            run_isolated(impls, args.isolate, _child_args(args))
+            if args.isolate
+            else run_suite(
+                shapes,
+                dtypes,
+                impls,
+                args.repeats,
+                device,
+                quiet=args.quiet,
+                max_wait=args.max_wait,
+                variants=args.variants.split(",") if args.variants else None,
+                budget_s=args.budget_s,
+                save=lambda rows: write_atomic(out, json.dumps(rows, indent=1) + "\n"),
+            )
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(rows, indent=1) + "\n")

@@ -256,3 +256,43 @@ def test_run_suite_variants_budget_and_save():
     messages = []
     assert bench.run_suite(shapes, ["float32"], ["lstm_jax"], 1, CPU, log=messages.append, budget_s=0) == []
     assert messages == ["time budget of 0 s spent: float32 B=3 T=7 D=4 and later skipped"]
+
+
+def test_isolated_suite_runs_each_implementation_in_its_own_process(tmp_path):
+    """``--isolate``: rows per implementation from separate processes, times the median over rounds."""
+    out = tmp_path / "iso.json"
+    argv = ["--shapes", "quick", "--impls", "gemm_floor,lstm_jax", "--variants", "default", "--isolate", "2"]
+    assert bench.main(argv + ["--repeats", "1", "--quiet", "1", "--out", str(out), "--table"]) == 0
+    rows = json.loads(out.read_text())
+    shapes = bench.SHAPES["quick"]
+    assert [(r["impl"], r["T"]) for r in rows] == [(impl, s.T) for s in shapes for impl in ("gemm_floor", "lstm_jax")]
+    assert all(r["isolated_rounds"] == 2 and r["fwd_ms"] >= r["fwd_ms_min"] > 0 for r in rows)
+    assert (
+        "each implementation in its own process, median of 2 rounds' medians of 1 repeats"
+        in out.with_suffix(".md").read_text()
+    )
+    assert bench._child_args(
+        bench.argparse.Namespace(
+            device="cpu",
+            repeats=3,
+            quiet=1.0,
+            max_wait=5.0,
+            shapes="quick",
+            dtypes=None,
+            variants="default",
+            torch_threads=None,
+        )
+    ) == [
+        "--device",
+        "cpu",
+        "--repeats",
+        "3",
+        "--quiet",
+        "1.0",
+        "--max-wait",
+        "5.0",
+        "--shapes",
+        "quick",
+        "--variants",
+        "default",
+    ]
