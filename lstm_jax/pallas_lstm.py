@@ -111,7 +111,7 @@ class PallasLoops(NamedTuple):
             blocks,
             reverse,
             w_hh,
-            *(steps(a) for a in (carries.h, carries.c, gates, dhs)),
+            *(steps(a) for a in (carries.c, gates, dhs)),  # h_t enters only through the gates and c_t
             rows(carry0.c),
             rows(dfinal.h),
             rows(dfinal.c),
@@ -273,7 +273,6 @@ def _forward_kernel(
 
 def _backward_kernel(
     w_ref,
-    hs_ref,
     cs_ref,
     gates_ref,
     dhs_ref,
@@ -292,7 +291,6 @@ def _backward_kernel(
     written to the other, so that no step overwrites what another thread of the same step still reads.
     """
     valid_ref, (dzs_ref, dh_ref, dc_ref) = (refs[0] if masked else None), refs[masked:]
-    del hs_ref  # h_t enters only through the gates and c_t
     num_steps, D, bn = dhs_ref.shape[0], blocks.hidden, blocks.bn
     rows = pl.ds(pl.program_id(0) * blocks.bb, blocks.bb)
     acc_dtype = accumulation_dtype(dhs_ref.dtype)
@@ -383,7 +381,7 @@ def _forward_call(loops, blocks, reverse, w_t, b, zs, h0, c0, valid):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _backward_call(loops, blocks, reverse, w_hh, hs, cs, gates, dhs, c0, dh_final, dc_final, valid):
+def _backward_call(loops, blocks, reverse, w_hh, cs, gates, dhs, c0, dh_final, dc_final, valid):
     masked = valid is not None
     rows, dtype = dhs.shape[1], dhs.dtype
     out_shape = (
@@ -392,5 +390,5 @@ def _backward_call(loops, blocks, reverse, w_hh, hs, cs, gates, dhs, c0, dh_fina
         jax.ShapeDtypeStruct((2, rows, blocks.hidden), dtype),
     )
     body = functools.partial(_backward_kernel, blocks=blocks, reverse=reverse, masked=masked)
-    args = (w_hh, hs, cs, gates, dhs, c0, dh_final, dc_final) + ((valid,) if masked else ())
+    args = (w_hh, cs, gates, dhs, c0, dh_final, dc_final) + ((valid,) if masked else ())
     return _call(loops, body, blocks, out_shape, "lstm_backward")(*args)
