@@ -10,10 +10,12 @@ over all steps,
 .. math:: \frac{\partial L}{\partial W_{hh}} = \sum_t dz_t\, h_{t-1}^\top
           = dZ^\top H_{\mathrm{prev}} \quad (dZ: (T·B, G·D),\ H_{\mathrm{prev}}: (T·B, D)),
 
-and :math:`\partial L / \partial z_t = dz_t` flows back through the hoisted input projection
-:math:`z_t = W_{ih} x_t + b` (one more GEMM, by ordinary autodiff). The per-step formulas are those
-of the manual BPTT in :mod:`lstm_jax.bptt` (``docs/maths.md``): :func:`rnn_grad_step` and
-:func:`lstm_grad_step` are shared by both.
+:math:`\partial L/\partial b = \sum_t dz_t`, and :math:`dz_t` flows back through the hoisted input
+projection :math:`W_{ih} x_t` (:func:`project`: one more GEMM of the same form for :math:`W_{ih}`).
+The bias is added inside each step. The per-step formulas are those of the manual BPTT in
+:mod:`lstm_jax.bptt` (``docs/maths.md``): :func:`rnn_grad_step` and :func:`lstm_grad_step` are
+shared by both. The two time loops are pluggable (:class:`ScanLoops`, or the Pallas kernels of
+:mod:`lstm_jax.pallas_lstm`).
 
 A :class:`Kernel` holds a cell's two step functions; :data:`KERNELS` maps each built-in
 :class:`~lstm_jax.cells.Cell` to its kernel. :func:`lstm_jax.unroll.unroll` uses the kernel by
