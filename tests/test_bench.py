@@ -165,7 +165,7 @@ def test_table_marks_missing_implementations(tmp_path):
 
 def test_cli_writes_json_and_markdown(tmp_path, capsys):
     out = tmp_path / "results" / "bench_quick.json"
-    args = ["--shapes", "quick", "--impls", "gemm_floor", "--repeats", "1", "--out", str(out), "--table"]
+    args = ["--shapes", "quick", "--impls", "gemm_floor", "--repeats", "1", "--quiet", "1", "--out", str(out), "--table"]
     assert bench.main(args) == 0
     rows = json.loads(out.read_text())
     assert len(rows) == len(bench.SHAPES["quick"])
