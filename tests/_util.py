@@ -1,7 +1,20 @@
 """Test helpers shared by the test modules."""
 
+import importlib.util
+import pathlib
+
 import jax
 import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_experiment(name: str):
+    """The script ``experiments/<name>.py`` as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def assert_trees_close(actual, expected, *, rtol=1e-6, atol=0.0):

@@ -2,7 +2,6 @@
 documented fields, and the tables are rendered from JSON. No timing is asserted: benchmarks are not tests.
 """
 
-import importlib.util
 import json
 import types
 from pathlib import Path
@@ -10,18 +9,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from _util import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "experiments" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_experiment("bench")
 CPU = jax.devices("cpu")[0]
 
 
@@ -165,7 +158,8 @@ def test_table_marks_missing_implementations(tmp_path):
 
 def test_cli_writes_json_and_markdown(tmp_path, capsys):
     out = tmp_path / "results" / "bench_quick.json"
-    args = ["--shapes", "quick", "--impls", "gemm_floor", "--repeats", "1", "--quiet", "1", "--out", str(out), "--table"]
+    args = ["--shapes", "quick", "--impls", "gemm_floor", "--repeats", "1", "--quiet", "1"]
+    args += ["--out", str(out), "--table"]
     assert bench.main(args) == 0
     rows = json.loads(out.read_text())
     assert len(rows) == len(bench.SHAPES["quick"])

@@ -1,20 +1,16 @@
 """The tables in experiments/README.md are printed from the committed results, not typed in."""
 
-import importlib.util
 import json
 import pathlib
 
 import pytest
+from _util import load_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "experiments" / "README.md").read_text()
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_script = load_experiment
 
 
 def test_adding_table_is_generated():

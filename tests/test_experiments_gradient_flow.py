@@ -5,13 +5,11 @@ the gradient for the initial carry of the same model run on the suffix ``x_{t+1.
 state ``h_t``: ``rnn_bptt``/``lstm_bptt`` compute that with the hand-written δ recursion.
 """
 
-import importlib.util
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _util import load_experiment
 
 from lstm_jax.bptt import lstm_bptt, rnn_bptt
 from lstm_jax.cells import DenseParams, LSTMState, dense, lstm_cell, lstm_gates, rnn_cell
@@ -20,15 +18,7 @@ from lstm_jax.init import init_lstm, init_rnn
 T, D, M, B, N = 10, 4, 3, 2, 2
 
 
-def _load():
-    path = Path(__file__).resolve().parents[1] / "experiments" / "gradient_flow.py"
-    spec = importlib.util.spec_from_file_location("gradient_flow", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gf = _load()
+gf = load_experiment("gradient_flow")
 
 
 def _problem(seed):

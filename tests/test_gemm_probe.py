@@ -1,15 +1,11 @@
 """experiments/gemm_probe.py: rows and table of the GEMM throughput probe (no speed is asserted)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from _util import load_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("gemm_probe", ROOT / "experiments" / "gemm_probe.py")
-gemm_probe = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gemm_probe)
+gemm_probe = load_experiment("gemm_probe")
 
 
 def test_time_library_returns_one_median_per_shape():

@@ -4,24 +4,13 @@ On the CPU the Pallas kernels run in the interpreter: these check the scripts' l
 not GPU behaviour or speed (``experiments/device_check.sh`` runs them on a GPU).
 """
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from _util import load_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pallas_check = _load("pallas_check")
-loops_tune = _load("loops_tune")
+pallas_check = load_experiment("pallas_check")
+loops_tune = load_experiment("loops_tune")
 
 
 @pytest.mark.parametrize("compute", ["float32", "bfloat16"])
