@@ -29,6 +29,9 @@ import jax.numpy as jnp
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository root, when not pip-installed
+sys.path.insert(0, str(ROOT / "experiments"))
+from pallas_check import relative_error  # noqa: E402  (experiments/pallas_check.py)
+
 from lstm_jax import fast, pallas_lstm  # noqa: E402
 from lstm_jax.cells import LSTM_CELL, LSTMState  # noqa: E402
 from lstm_jax.rundir import write_atomic  # noqa: E402
@@ -85,10 +88,7 @@ def _timed(fn, args) -> float:
 
 def _relative_error(ours, ref) -> float:
     """The largest ``‖a − b‖ / ‖b‖`` over the leaves (the gradients of ``w_hh``, ``b``, ``zs``, ``h0``, ``c0``)."""
-    return max(
-        float(jnp.linalg.norm((a - b).ravel()) / jnp.maximum(jnp.linalg.norm(b.ravel()), 1e-30))
-        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref))
-    )
+    return max(relative_error(a, b) for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)))
 
 
 def _problem(B: int, T: int, D: int):

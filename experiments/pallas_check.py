@@ -40,7 +40,8 @@ CASES = {
 BOUNDS = {"float32": 1e-5, "bfloat16": 2e-3}
 
 
-def _relative(a, b) -> float:
+def relative_error(a, b) -> float:
+    """``‖a − b‖ / ‖b‖`` in float64 (``b`` the reference)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
@@ -73,10 +74,10 @@ def check_shape(shape, compute: str, impl: str, reverse: bool = False, seed: int
     else:
         ours = _outputs_and_grads(*args, impl=impl, reverse=reverse, compute_dtype=compute)
         ref = _outputs_and_grads(*args, impl="fast", reverse=reverse, compute_dtype=compute)
-    errors = {"hs": _relative(ours[0], ref[0])}
-    errors.update({f"final_{name}": _relative(a, b) for name, a, b in zip(ours[1]._fields, ours[1], ref[1])})
-    errors.update({f"d_{name}": _relative(a, b) for name, a, b in zip(ours[2]._fields, ours[2], ref[2])})
-    errors.update({f"d_{name}0": _relative(a, b) for name, a, b in zip(ours[3]._fields, ours[3], ref[3])})
+    errors = {"hs": relative_error(ours[0], ref[0])}
+    errors.update({f"final_{name}": relative_error(a, b) for name, a, b in zip(ours[1]._fields, ours[1], ref[1])})
+    errors.update({f"d_{name}": relative_error(a, b) for name, a, b in zip(ours[2]._fields, ours[2], ref[2])})
+    errors.update({f"d_{name}0": relative_error(a, b) for name, a, b in zip(ours[3]._fields, ours[3], ref[3])})
     return {
         "B": B,
         "T": T,
