@@ -48,14 +48,6 @@ SHAPES = [
 QUICK = [("tiny", 8, 16, 32)]
 
 
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
 #: GEMMs per timed call: XLA runs them in one jitted loop, numpy and torch in a Python loop, so XLA's
 #: dispatch of a jitted call (tens of µs) is spread over them as it is over a scan's steps.
 INNER = 10
@@ -73,7 +65,8 @@ def _calls(library: str, a: np.ndarray, b: np.ndarray):
         return lambda: jax.block_until_ready(xla(ja, jb))
     if library == "numpy":
         return lambda: [np.matmul(a, b) for _ in range(INNER)]
-    torch = _torch()
+    import torch
+
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     return lambda: [torch.matmul(ta, tb) for _ in range(INNER)]
 
@@ -101,9 +94,9 @@ def probe(shapes, repeats: int, rounds: int = 3, log=print) -> list[dict]:
     process, interleaved call by call, the libraries' thread pools (XLA's Eigen, OpenBLAS, torch's
     OpenMP) spin while another library runs and slow it down, small GEMMs by 100× here.
     """
-    from bench import cpu_model  # experiments/bench.py, beside this file
+    from bench import cpu_model, torch_available, versions  # experiments/bench.py, beside this file
 
-    libraries = ["xla", "numpy"] + (["torch"] if _torch() is not None else [])
+    libraries = ["xla", "numpy"] + (["torch"] if torch_available() else [])
     ms = {lib: [] for lib in libraries}
     for round_ in range(rounds):
         for lib in libraries[round_ % len(libraries) :] + libraries[: round_ % len(libraries)]:
@@ -126,18 +119,11 @@ def probe(shapes, repeats: int, rounds: int = 3, log=print) -> list[dict]:
                     "repeats": repeats,
                     "rounds": rounds,
                     "machine": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs",
-                    "versions": _versions(_torch()),
+                    "versions": versions(),
                 }
             )
         log(f"{name:32s} " + "  ".join(f"{r['library']} {r['gflops']:7.1f} GF/s" for r in rows[-len(libraries) :]))
     return rows
-
-
-def _versions(torch) -> dict:
-    versions = {"jax": jax.__version__, "numpy": np.__version__}
-    if torch is not None:
-        versions["torch"] = torch.__version__
-    return versions
 
 
 def table(rows: list[dict]) -> str:

@@ -146,9 +146,11 @@ def check_layer_input(cell: Cell, params, xs: Array, meaning: str) -> None:
 
 
 IMPLS = ("auto", "fast", "scan", "pallas", "pallas_interpret")
-#: The implementations that run the fast path's recurrence (its ``custom_vjp``), and those whose two
-#: time loops are the Pallas kernels of :mod:`lstm_jax.pallas_lstm` (the LSTM only).
+#: The implementations that run the fast path's recurrence (its ``custom_vjp``); of those, the ones that
+#: ask for it by name (``"auto"`` falls back to the plain scan where it does not apply), and those whose
+#: two time loops are the Pallas kernels of :mod:`lstm_jax.pallas_lstm` (the LSTM only).
 FAST_IMPLS = ("auto", "fast", "pallas", "pallas_interpret")
+NAMED_FAST_IMPLS = tuple(impl for impl in FAST_IMPLS if impl != "auto")
 PALLAS_IMPLS = ("pallas", "pallas_interpret")
 #: ``remat`` values besides a positive chunk length.
 REMATS = (None, "step", "sqrt")
@@ -179,7 +181,7 @@ def check_options(
     """Validate ``impl``, ``remat``, ``truncate``, ``compute_dtype``; resolve ``unroll=None`` for the backend."""
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
-    if impl in FAST_IMPLS and impl != "auto" and fast.kernel_for(cell) is None:
+    if impl in NAMED_FAST_IMPLS and fast.kernel_for(cell) is None:
         raise ValueError(
             f"impl: expected 'auto' or 'scan' for the plain step function {cell.name} (no fast kernel), got {impl!r}"
         )
@@ -187,7 +189,7 @@ def check_options(
         _check_pallas(cell, impl)
     if not (remat in REMATS or (_is_int(remat) and remat >= 1)):
         raise ValueError(f"remat: expected one of {REMATS} or a chunk length >= 1, got {remat!r}")
-    if remat == "step" and impl in FAST_IMPLS and impl != "auto":
+    if remat == "step" and impl in NAMED_FAST_IMPLS:
         raise ValueError(f"remat: expected None, 'sqrt' or a chunk length with impl={impl!r}, got 'step'")
     if not (truncate is None or (_is_int(truncate) and truncate >= 1)):
         raise ValueError(f"truncate: expected None or a chunk length >= 1, got {truncate!r}")
