@@ -543,9 +543,20 @@ def pick_device(name: str):
         raise SystemExit(f"--device {name}: JAX has no such device ({error})") from None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (fewer than ``os.cpu_count()`` under ``taskset``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 def device_name(device) -> str:
+    """The machine line's device: a CPU's model and cores (and the pinned ones, if fewer), a GPU's kind."""
     if device.platform == "cpu":
-        return f"{cpu_model()} ({os.cpu_count()} cores)"
+        total, usable = os.cpu_count(), usable_cores()
+        pinned = f", pinned to {usable}" if usable < (total or usable) else ""
+        return f"{cpu_model()} ({total} cores{pinned})"
     return getattr(device, "device_kind", str(device))
 
 

@@ -290,3 +290,12 @@ def test_isolated_suite_runs_each_implementation_in_its_own_process(tmp_path):
         "--variants",
         "default",
     ]
+
+
+def test_device_name_says_how_many_cores_are_usable(monkeypatch):
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(bench, "cpu_model", lambda: "Test CPU")
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert bench.device_name(CPU) == "Test CPU (2 cores)"
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {0}, raising=False)  # taskset -c 0
+    assert bench.device_name(CPU) == "Test CPU (2 cores, pinned to 1)"
