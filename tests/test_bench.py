@@ -206,7 +206,7 @@ def test_memory_probe_reports_compiled_sizes():
     assert "| impl | options | temp MiB |" in bench.memory_table(rows)
 
 
-@pytest.mark.parametrize("name", ["bench_cpu", "bench_cpu_isolated", "bench_memory_cpu"])
+@pytest.mark.parametrize("name", ["bench_cpu", "bench_cpu_isolated", "bench_cpu_1core", "bench_memory_cpu"])
 def test_committed_tables_are_generated(name):
     path = ROOT / "experiments" / "results" / f"{name}.json"
     if not path.exists():
