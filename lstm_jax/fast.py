@@ -276,6 +276,14 @@ def sum_over_steps(dz: Array, a: Array, compute_dtype=None) -> Array:
     out, acc = dz.dtype, accumulation_dtype(dz.dtype)
     if compute_dtype is not None:  # 16-bit operands, float32 sums
         dz, a = dz.astype(compute_dtype), a.astype(compute_dtype)
+    if any(jax.typeof(dz).sharding.spec):
+        # A batch axis sharded over an explicit mesh: no reshape may merge it with the steps, so the
+        # leading axes are contracted as they are, into a replicated gradient (JAX asks which).
+        rows = tuple(range(dz.ndim - 1))
+        total = jax.lax.dot_general(
+            dz, a, ((rows, rows), ((), ())), preferred_element_type=acc, out_sharding=jax.sharding.PartitionSpec()
+        )
+        return total.astype(out)
     dz, a = dz.reshape(-1, dz.shape[-1]), a.reshape(-1, a.shape[-1])
     if dz.size * dz.dtype.itemsize <= TRANSPOSE_FIRST_MAX_BYTES.get(jax.default_backend(), -1):
         # The barrier keeps XLA from folding the transpose back into the dot's operand.
@@ -288,7 +296,7 @@ def sum_over_steps(dz: Array, a: Array, compute_dtype=None) -> Array:
 def sum_rows(dz: Array) -> Array:
     r""":math:`\sum_{t,b} dz_{t,b}` over all steps and batch entries, accumulated in float32 at least
     (the bias gradient :math:`\partial L/\partial b`)."""
-    return dz.reshape(-1, dz.shape[-1]).sum(0, dtype=accumulation_dtype(dz.dtype)).astype(dz.dtype)
+    return dz.sum(tuple(range(dz.ndim - 1)), dtype=accumulation_dtype(dz.dtype)).astype(dz.dtype)
 
 
 def _recurrence_bwd(kernel, reverse, loops, compute_dtype, residuals, cotangents):

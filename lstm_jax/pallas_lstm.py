@@ -78,6 +78,7 @@ class PallasLoops(NamedTuple):
         if num_steps == 0:
             empty = jnp.zeros((0, *batch_shape, hidden), zs.dtype)
             return (carry0, empty), (LSTMState(empty, empty), zs)
+        _check_local(self, zs)
         blocks = _blocks(self, hidden, batch_shape, num_steps)
         flat = _Flat(batch_shape, blocks.rows)
         w = w_hh.astype(compute_dtype or w_hh.dtype)
@@ -103,6 +104,7 @@ class PallasLoops(NamedTuple):
         num_steps, batch_shape = dhs.shape[0], dhs.shape[1:-1]
         if num_steps == 0:
             return dfinal, jnp.zeros((0, *batch_shape, GATES * w_hh.shape[1]), dhs.dtype), dhs
+        _check_local(self, dhs)
         blocks = _blocks(self, w_hh.shape[1], batch_shape, num_steps)
         flat = _Flat(batch_shape, blocks.rows)
         steps, rows = flat.steps, flat.rows_of
@@ -136,10 +138,26 @@ class _Blocks(NamedTuple):
         return self.hidden // self.bn - 1 - n if self.reverse_tiles else n
 
 
+def _impl(loops: PallasLoops) -> str:
+    """The ``impl`` that selected these loops, for error messages."""
+    return "impl='pallas_interpret'" if loops.interpret else "impl='pallas'"
+
+
+def _check_local(loops: PallasLoops, a: Array) -> None:
+    """Each program indexes rows of the whole batch: reject a batch sharded over an explicit mesh."""
+    spec = jax.typeof(a).sharding.spec
+    if any(spec):
+        raise ValueError(
+            f"{_impl(loops)}: expected a batch that is not sharded over an explicit mesh (call unroll inside "
+            f"jax.shard_map, where each device holds its own rows), got inputs sharded as {spec}; impl='auto' "
+            "takes a sharded batch"
+        )
+
+
 def _blocks(loops: PallasLoops, hidden: int, batch_shape, num_steps: int) -> _Blocks:
     """The block sizes of one call, after checking that the kernels can take the problem."""
     if hidden % 16:
-        raise ValueError(f"impl='pallas': expected a hidden size that is a multiple of 16, got {hidden}")
+        raise ValueError(f"{_impl(loops)}: expected a hidden size that is a multiple of 16, got {hidden}")
     bb = loops.block_batch
     if bb < 16 or bb & (bb - 1):
         raise ValueError(f"block_batch: expected a power of two >= 16, got {bb}")
@@ -151,7 +169,7 @@ def _blocks(loops: PallasLoops, hidden: int, batch_shape, num_steps: int) -> _Bl
     elements = num_steps * rows * GATES * hidden  # the largest array, (T, rows, 4D)
     if elements >= 2**31:  # Triton computes the kernels' offsets in int32
         raise ValueError(
-            f"impl='pallas': expected T·rows·4D < 2**31 (int32 offsets), got {num_steps}·{rows}·{GATES * hidden}"
+            f"{_impl(loops)}: expected T·rows·4D < 2**31 (int32 offsets), got {num_steps}·{rows}·{GATES * hidden}"
             f" = {elements}; use impl='fast', or remat/truncate to cut T into chunks"
         )
     return _Blocks(hidden, bb, bn, rows, loops.reverse_tiles)
@@ -366,15 +384,19 @@ def _call(loops: PallasLoops, body, blocks: _Blocks, out_shape, name: str):
     )
 
 
+def _output_like(a: Array):
+    """``shape -> ShapeDtypeStruct`` of ``a``'s dtype that varies over the same manual mesh axes as ``a``
+    (inside ``jax.shard_map``, where each device runs the kernels on its own rows)."""
+    manual = jax.typeof(a).manual_axis_type
+    return lambda shape: jax.ShapeDtypeStruct(shape, a.dtype, manual_axis_type=manual)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _forward_call(loops, blocks, reverse, w_t, b, zs, h0, c0, valid):
     masked = valid is not None
-    num_steps, rows, dtype = zs.shape[0], zs.shape[1], zs.dtype
-    out_shape = (
-        jax.ShapeDtypeStruct((num_steps, rows, blocks.hidden), dtype),
-        jax.ShapeDtypeStruct((num_steps, rows, blocks.hidden), dtype),
-        jax.ShapeDtypeStruct(zs.shape, dtype),
-    )
+    num_steps, rows = zs.shape[0], zs.shape[1]
+    out = _output_like(zs)
+    out_shape = (out((num_steps, rows, blocks.hidden)), out((num_steps, rows, blocks.hidden)), out(zs.shape))
     body = functools.partial(_forward_kernel, blocks=blocks, reverse=reverse, masked=masked)
     args = (zs, w_t, b, h0, c0) + ((valid,) if masked else ())
     return _call(loops, body, blocks, out_shape, "lstm_forward")(*args)
@@ -383,12 +405,9 @@ def _forward_call(loops, blocks, reverse, w_t, b, zs, h0, c0, valid):
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _backward_call(loops, blocks, reverse, w_hh, cs, gates, dhs, c0, dh_final, dc_final, valid):
     masked = valid is not None
-    rows, dtype = dhs.shape[1], dhs.dtype
-    out_shape = (
-        jax.ShapeDtypeStruct(gates.shape, dtype),
-        jax.ShapeDtypeStruct((2, rows, blocks.hidden), dtype),
-        jax.ShapeDtypeStruct((2, rows, blocks.hidden), dtype),
-    )
+    rows = dhs.shape[1]
+    out = _output_like(dhs)
+    out_shape = (out(gates.shape), out((2, rows, blocks.hidden)), out((2, rows, blocks.hidden)))
     body = functools.partial(_backward_kernel, blocks=blocks, reverse=reverse, masked=masked)
     args = (w_hh, cs, gates, dhs, c0, dh_final, dc_final) + ((valid,) if masked else ())
     return _call(loops, body, blocks, out_shape, "lstm_backward")(*args)

@@ -309,10 +309,10 @@ def _chunked(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, 
     chunks = -(-num_steps // length)
     pad = chunks * length - num_steps
     if valid is None and pad:
-        valid = jnp.ones((num_steps, *batch_shape), bool)
-    if pad:
-        xs_tm = jnp.concatenate([xs_tm, jnp.zeros((pad, *xs_tm.shape[1:]), xs_tm.dtype)])
-        valid = jnp.concatenate([valid, jnp.zeros((pad, *batch_shape), bool)])
+        valid = jnp.ones_like(xs_tm[..., 0], bool)  # (T, *batch), sharded as the inputs are
+    if pad:  # zeros and invalid steps after the last
+        xs_tm = jnp.pad(xs_tm, ((0, pad),) + ((0, 0),) * (xs_tm.ndim - 1))
+        valid = jnp.pad(valid, ((0, pad),) + ((0, 0),) * len(batch_shape))
 
     def split(a):
         return None if a is None else a.reshape(chunks, length, *a.shape[1:])
@@ -338,6 +338,28 @@ def _resolve_compute_dtype(options: Options, param_dtype) -> Options:
     return options._replace(compute_dtype=None) if options.compute_dtype == param_dtype else options
 
 
+def _placed_like(carry0, params, xs_tm: Array):
+    """The carry and parameters placed as the inputs are, so that every path types the same on a mesh.
+
+    Under an explicit mesh the carry's batch axes are sharded as those of ``xs_tm`` (zeros built
+    here are not); inside ``jax.shard_map`` the carry and the parameters vary over the manual mesh
+    axes that ``xs_tm`` varies over (the parameters' gradients are then summed over those axes by
+    autodiff, not by the fast path's ``custom_vjp``).
+    """
+    spec = tuple(jax.typeof(xs_tm).sharding.spec)
+    batch = (spec + (None,) * xs_tm.ndim)[1 : xs_tm.ndim - 1]  # (T, *batch, M): the batch axes' entries
+    if any(batch):  # leaves (*batch, features); a plain step function's other leaves are left as they are
+        spec = jax.sharding.PartitionSpec(*batch, None)
+        carry0 = jax.tree.map(lambda c: jax.sharding.reshard(c, spec) if c.ndim == len(spec) else c, carry0)
+    axes = jax.typeof(xs_tm).manual_axis_type.varying
+
+    def vary(leaf):
+        missing = tuple(sorted(axes - jax.typeof(leaf).manual_axis_type.varying))
+        return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
+
+    return jax.tree.map(vary, (carry0, params))
+
+
 def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
     """One layer on checked, time-major inputs: default and check the carry, project, scan."""
     batch_shape = xs_tm.shape[1:-1]
@@ -347,6 +369,7 @@ def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
         carry0 = cell.zeros(params, batch_shape)
     if cell.gates:
         check_carry(cell, params, carry0, batch_shape)
+    carry0, params = _placed_like(carry0, params, xs_tm)
     if options.compute_dtype is not None:  # set only for a built-in cell (check_options)
         options = _resolve_compute_dtype(options, params.w_hh.dtype)
     length = _chunk_length(options, xs_tm.shape[0])
