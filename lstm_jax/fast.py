@@ -272,13 +272,17 @@ TRANSPOSE_FIRST_MAX_BYTES = {"cpu": 16 * 2**20}
 
 def sum_over_steps(dz: Array, a: Array, compute_dtype=None) -> Array:
     r""":math:`\sum_{t,b} dz_{t,b}\, a_{t,b}^\top` as one GEMM over all steps and batch entries, accumulated
-    in float32 at least (the weight gradients :math:`\partial L/\partial W = \sum_t dz_t a_t^\top`)."""
+    in float32 at least (the weight gradients :math:`\partial L/\partial W = \sum_t dz_t a_t^\top`).
+
+    On the CPU a small ``dz`` is transposed first (:data:`TRANSPOSE_FIRST_MAX_BYTES`); over a batch
+    sharded on an explicit mesh the sum is one contraction of the leading axes, replicated."""
     out, acc = dz.dtype, accumulation_dtype(dz.dtype)
     if compute_dtype is not None:  # 16-bit operands, float32 sums
         dz, a = dz.astype(compute_dtype), a.astype(compute_dtype)
     if any(jax.typeof(dz).sharding.spec):
-        # A batch axis sharded over an explicit mesh: no reshape may merge it with the steps, so the
-        # leading axes are contracted as they are, into a replicated gradient (JAX asks which).
+        # An axis sharded over an explicit mesh: no reshape may merge a sharded batch axis with the
+        # steps, so the leading axes are contracted as they are; a contraction over a sharded axis
+        # needs its output sharding named (explicit mode): the gradient is replicated, as the weights are.
         rows = tuple(range(dz.ndim - 1))
         total = jax.lax.dot_general(
             dz, a, ((rows, rows), ((), ())), preferred_element_type=acc, out_sharding=jax.sharding.PartitionSpec()

@@ -149,8 +149,8 @@ def _check_local(loops: PallasLoops, a: Array) -> None:
     if any(spec):
         raise ValueError(
             f"{_impl(loops)}: expected a batch that is not sharded over an explicit mesh (call unroll inside "
-            f"jax.shard_map, where each device holds its own rows), got inputs sharded as {spec}; impl='auto' "
-            "takes a sharded batch"
+            f"jax.shard_map, where each device holds its own rows), got time-major inputs sharded as {spec}; "
+            "impl='auto', 'fast' and 'scan' take a sharded batch"
         )
 
 

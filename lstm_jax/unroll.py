@@ -339,25 +339,39 @@ def _resolve_compute_dtype(options: Options, param_dtype) -> Options:
 
 
 def _placed_like(carry0, params, xs_tm: Array):
-    """The carry and parameters placed as the inputs are, so that every path types the same on a mesh.
+    """The carry and parameters placed as the inputs ``xs_tm`` are, so that every path types the same on a mesh.
 
-    Under an explicit mesh the carry's batch axes are sharded as those of ``xs_tm`` (zeros built
-    here are not); inside ``jax.shard_map`` the carry and the parameters vary over the manual mesh
-    axes that ``xs_tm`` varies over (the parameters' gradients are then summed over those axes by
-    autodiff, not by the fast path's ``custom_vjp``).
+    Under an explicit mesh, each carry leaf of shape ``(*batch, ...)`` is sharded on its batch axes as
+    ``xs_tm`` is on its own (zeros built here are not sharded; a carry given sharded otherwise is
+    resharded: the inputs decide). Inside ``jax.shard_map`` the carry and the parameters vary over
+    the manual mesh axes that ``xs_tm`` varies over, so autodiff, not the fast path's
+    ``custom_vjp``, sums the parameters' gradients over those axes. Parameters sharded over an
+    explicit mesh are a ValueError.
     """
-    spec = tuple(jax.typeof(xs_tm).sharding.spec)
-    batch = (spec + (None,) * xs_tm.ndim)[1 : xs_tm.ndim - 1]  # (T, *batch, M): the batch axes' entries
-    if any(batch):  # leaves (*batch, features); a plain step function's other leaves are left as they are
-        spec = jax.sharding.PartitionSpec(*batch, None)
-        carry0 = jax.tree.map(lambda c: jax.sharding.reshard(c, spec) if c.ndim == len(spec) else c, carry0)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if isinstance(leaf, jax.Array) and any(jax.typeof(leaf).sharding.spec):
+            raise ValueError(
+                f"params{jax.tree_util.keystr(path)}: expected parameters replicated over the mesh (shard the "
+                f"batch only), got them sharded as {jax.typeof(leaf).sharding.spec}"
+            )
+    batch_shape = xs_tm.shape[1:-1]
+    input_spec = tuple(jax.typeof(xs_tm).sharding.spec) + (None,) * xs_tm.ndim
+    batch_spec = input_spec[1 : xs_tm.ndim - 1]  # (T, *batch, M): the entries of the batch axes
+
+    def shard(leaf):
+        if not isinstance(leaf, jax.Array) or leaf.shape[: len(batch_shape)] != batch_shape:
+            return leaf  # a plain step function's leaf without the batch axes
+        want = batch_spec + (None,) * (leaf.ndim - len(batch_shape))
+        have = tuple(jax.typeof(leaf).sharding.spec) + (None,) * leaf.ndim
+        return leaf if have[: leaf.ndim] == want else jax.sharding.reshard(leaf, jax.sharding.PartitionSpec(*want))
+
     axes = jax.typeof(xs_tm).manual_axis_type.varying
 
     def vary(leaf):
         missing = tuple(sorted(axes - jax.typeof(leaf).manual_axis_type.varying))
         return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
 
-    return jax.tree.map(vary, (carry0, params))
+    return jax.tree.map(vary, (jax.tree.map(shard, carry0), params))
 
 
 def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):

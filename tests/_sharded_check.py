@@ -34,6 +34,9 @@ def cases():
     yield "lstm lengths", one, lstm_cell, lstm, xs, {"lengths": lengths}
     yield "lstm reverse lengths", one, lstm_cell, lstm, xs, {"lengths": lengths, "reverse": True}
     yield "lstm carry0", one, lstm_cell, lstm, xs, {"carry0": carry}
+    yield "lstm replicated carry0", one, lstm_cell, lstm, xs, {"carry0": carry}
+    yield "lstm replicated lengths", one, lstm_cell, lstm, xs, {"lengths": lengths}
+    yield "lstm replicated inputs", one, lstm_cell, lstm, xs, {"carry0": carry}
     yield "lstm remat sqrt", one, lstm_cell, lstm, xs, {"remat": "sqrt", "lengths": lengths}
     yield "lstm remat step", one, lstm_cell, lstm, xs, {"remat": "step"}
     yield "lstm truncate", one, lstm_cell, lstm, xs, {"truncate": 5}
@@ -41,11 +44,20 @@ def cases():
     yield "lstm T=300", one, lstm_cell, lstm, long_xs, {}
     yield "rnn auto", one, rnn_cell, rnn, xs, {"lengths": lengths}
     yield "plain step function", one, lj.lstm_step, lstm, xs, {"carry0": carry, "lengths": lengths}
+    yield "lstm sharded parameters", one, lstm_cell, lstm, xs, {}
     yield "lstm pallas_interpret", one, lstm_cell, lstm, xs, {"impl": "pallas_interpret"}
     yield "layers bidirectional", lj.unroll_layers, lstm_cell, layers, xs, {"lengths": lengths}
 
 
 ARRAY_OPTIONS = ("lengths", "carry0")
+#: The arguments that these cases leave replicated; every other array argument has its batch sharded.
+REPLICATED = {
+    "lstm replicated carry0": ("carry0",),
+    "lstm replicated lengths": ("lengths",),
+    "lstm replicated inputs": ("xs",),  # with a sharded carry0: the inputs decide
+}
+#: The cases whose parameters are sharded (their first axis), not replicated: a ValueError.
+SHARDED_PARAMETERS = ("lstm sharded parameters",)
 
 
 def run(fn, cell, params, xs, options):
@@ -62,16 +74,23 @@ def run(fn, cell, params, xs, options):
 
 
 def max_difference(a, b) -> float:
-    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(a, b))
+    return max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(a, b, strict=True)
+    )
 
 
 def _mesh(axis_type: str):
     return jax.make_mesh((2,), ("batch",), axis_types=(getattr(AxisType, axis_type),))
 
 
-def _sharded(mesh, options):
-    batch = NamedSharding(mesh, P("batch"))
-    return batch, {k: jax.device_put(v, batch) if k in ARRAY_OPTIONS else v for k, v in options.items()}
+def _placed(mesh, name: str, xs, options):
+    """``xs`` and the array options on ``mesh``: batch-sharded, or replicated as :data:`REPLICATED` says."""
+    replicated = REPLICATED.get(name, ())
+
+    def put(key, value):
+        return jax.device_put(value, NamedSharding(mesh, P() if key in replicated else P("batch")))
+
+    return put("xs", xs), {k: put(k, v) if k in ARRAY_OPTIONS else v for k, v in options.items()}
 
 
 #: The cases run under an ``Auto`` mesh (all of them under ``Explicit``): JAX's sharding propagation
@@ -81,9 +100,9 @@ AUTO_CASES = ("lstm auto", "lstm scan", "lstm lengths", "lstm pallas_interpret",
 UNCHECKED_VMA_CASES = ("lstm auto", "lstm pallas_interpret")
 
 
-def _in_shard_map(options) -> bool:
-    """The shard_map cases: those without array options (the jit cases cover lengths and carry0)."""
-    return not any(k in options for k in ARRAY_OPTIONS)
+def _in_shard_map(name: str) -> bool:
+    """The shard_map cases: all but those with a replicated argument (each device gets its own rows)."""
+    return name not in REPLICATED and name not in SHARDED_PARAMETERS
 
 
 def expected(mode: str) -> list[str]:
@@ -92,7 +111,7 @@ def expected(mode: str) -> list[str]:
         return list(AUTO_CASES)
     if mode == "Explicit":
         return [case[0] for case in cases()]
-    names = [case[0] for case in cases() if _in_shard_map(case[-1])]
+    names = [case[0] for case in cases() if _in_shard_map(case[0])]
     return [f"{n}, check_vma={v}" for n in names for v in ((True, False) if n in UNCHECKED_VMA_CASES else (True,))]
 
 
@@ -105,11 +124,14 @@ def check_jit(axis_type: str) -> dict:
         reference = run(fn, cell, params, xs, options)
         try:
             with jax.set_mesh(mesh):
-                batch, sharded_options = _sharded(mesh, options)
-                got = run(fn, cell, params, jax.device_put(xs, batch), sharded_options)
+                placed_xs, placed_options = _placed(mesh, name, xs, options)
+                if name in SHARDED_PARAMETERS:
+                    params = jax.device_put(params, NamedSharding(mesh, P("batch")))
+                got = run(fn, cell, params, placed_xs, placed_options)
             leaves = [jax.tree.leaves(r) for r in (reference, got)]
             results[name] = {
                 "difference": max_difference(*leaves),
+                "inputs_sharded": not placed_xs.sharding.is_fully_replicated,
                 "outputs_sharded": not got[2].sharding.is_fully_replicated,
             }
         except Exception as error:  # reported, and failed or expected, by the test
@@ -125,23 +147,27 @@ def check_shard_map() -> dict:
     """
     mesh, results = _mesh("Explicit"), {}
     for name, fn, cell, params, xs, options in cases():
-        if not _in_shard_map(options):
+        if not _in_shard_map(name):
             continue
+        arrays = {k: v for k, v in options.items() if k in ARRAY_OPTIONS}
+        static = {k: v for k, v in options.items() if k not in ARRAY_OPTIONS}
 
-        def grads(params, xs, fn=fn, cell=cell, options=options):  # of the sum over this device's rows
-            return jax.grad(lambda p: jnp.sum(fn(cell, p, xs, **options)[1] ** 2))(params)
+        def grads(params, xs, arrays, fn=fn, cell=cell, static=static):  # of the sum over this device's rows
+            return jax.grad(lambda p: jnp.sum(fn(cell, p, xs, **arrays, **static)[1] ** 2))(params)
 
-        reference = jax.jit(grads)(params, xs)
+        reference = jax.jit(grads)(params, xs, arrays)
         for check_vma in (True, False) if name in UNCHECKED_VMA_CASES else (True,):
             label = f"{name}, check_vma={check_vma}"
 
-            def local(params, xs, check_vma=check_vma, grads=grads):
-                return grads(params, xs) if check_vma else jax.lax.psum(grads(params, xs), "batch")
+            def local(params, xs, arrays, check_vma=check_vma, grads=grads):
+                return grads(params, xs, arrays) if check_vma else jax.lax.psum(grads(params, xs, arrays), "batch")
 
             try:
                 with jax.set_mesh(mesh):
-                    mapped = jax.shard_map(local, in_specs=(P(), P("batch")), out_specs=P(), check_vma=check_vma)
-                    got = jax.jit(mapped)(params, jax.device_put(xs, NamedSharding(mesh, P("batch"))))
+                    placed_xs, placed_arrays = _placed(mesh, name, xs, arrays)
+                    rows = P("batch")  # xs, lengths and each carry leaf: each device gets its own rows
+                    mapped = jax.shard_map(local, in_specs=(P(), rows, rows), out_specs=P(), check_vma=check_vma)
+                    got = jax.jit(mapped)(params, placed_xs, placed_arrays)
                 results[label] = {"difference": max_difference(jax.tree.leaves(reference), jax.tree.leaves(got))}
             except Exception as error:
                 results[label] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"}
