@@ -338,40 +338,49 @@ def _resolve_compute_dtype(options: Options, param_dtype) -> Options:
     return options._replace(compute_dtype=None) if options.compute_dtype == param_dtype else options
 
 
-def _placed_like(carry0, params, xs_tm: Array):
-    """The carry and parameters placed as the inputs ``xs_tm`` are, so that every path types the same on a mesh.
-
-    Under an explicit mesh, each carry leaf of shape ``(*batch, ...)`` is sharded on its batch axes as
-    ``xs_tm`` is on its own (zeros built here are not sharded; a carry given sharded otherwise is
-    resharded: the inputs decide). Inside ``jax.shard_map`` the carry and the parameters vary over
-    the manual mesh axes that ``xs_tm`` varies over, so autodiff, not the fast path's
-    ``custom_vjp``, sums the parameters' gradients over those axes. Parameters sharded over an
-    explicit mesh are a ValueError.
-    """
+def _check_replicated(params) -> None:
+    """Parameters sharded over an explicit mesh are not supported (the batch may be): a ValueError."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         if isinstance(leaf, jax.Array) and any(jax.typeof(leaf).sharding.spec):
             raise ValueError(
                 f"params{jax.tree_util.keystr(path)}: expected parameters replicated over the mesh (shard the "
                 f"batch only), got them sharded as {jax.typeof(leaf).sharding.spec}"
             )
+
+
+def _sharded_as_batch(carry, xs_tm: Array):
+    """Under an explicit mesh, each carry leaf ``(*batch, ...)`` sharded on its batch axes as ``xs_tm`` is.
+
+    Zeros built here are not sharded, and a carry given sharded otherwise follows the inputs; a plain
+    step function's leaves without the batch axes are left as they are.
+    """
     batch_shape = xs_tm.shape[1:-1]
     input_spec = tuple(jax.typeof(xs_tm).sharding.spec) + (None,) * xs_tm.ndim
     batch_spec = input_spec[1 : xs_tm.ndim - 1]  # (T, *batch, M): the entries of the batch axes
 
     def shard(leaf):
         if not isinstance(leaf, jax.Array) or leaf.shape[: len(batch_shape)] != batch_shape:
-            return leaf  # a plain step function's leaf without the batch axes
+            return leaf
         want = batch_spec + (None,) * (leaf.ndim - len(batch_shape))
-        have = tuple(jax.typeof(leaf).sharding.spec) + (None,) * leaf.ndim
-        return leaf if have[: leaf.ndim] == want else jax.sharding.reshard(leaf, jax.sharding.PartitionSpec(*want))
+        have = (tuple(jax.typeof(leaf).sharding.spec) + (None,) * leaf.ndim)[: leaf.ndim]
+        return leaf if have == want else jax.sharding.reshard(leaf, jax.sharding.PartitionSpec(*want))
 
+    return jax.tree.map(shard, carry)
+
+
+def _varying_as(tree, xs_tm: Array):
+    """Inside ``jax.shard_map``, ``tree`` varying over the manual mesh axes that ``xs_tm`` varies over.
+
+    Applied to the parameters, this makes autodiff (not the fast path's ``custom_vjp``) sum their
+    gradients over those axes, as for any parameter shared by the devices.
+    """
     axes = jax.typeof(xs_tm).manual_axis_type.varying
 
     def vary(leaf):
         missing = tuple(sorted(axes - jax.typeof(leaf).manual_axis_type.varying))
         return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
 
-    return jax.tree.map(vary, (jax.tree.map(shard, carry0), params))
+    return jax.tree.map(vary, tree)
 
 
 def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
@@ -383,7 +392,8 @@ def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
         carry0 = cell.zeros(params, batch_shape)
     if cell.gates:
         check_carry(cell, params, carry0, batch_shape)
-    carry0, params = _placed_like(carry0, params, xs_tm)
+    _check_replicated(params)  # on a mesh, every path must type the same: carry and parameters placed as the inputs
+    carry0, params = _varying_as((_sharded_as_batch(carry0, xs_tm), params), xs_tm)
     if options.compute_dtype is not None:  # set only for a built-in cell (check_options)
         options = _resolve_compute_dtype(options, params.w_hh.dtype)
     length = _chunk_length(options, xs_tm.shape[0])
