@@ -1,4 +1,5 @@
-"""Shape and dtype checks that run while tracing and raise a ValueError naming expected vs actual."""
+"""Shape and dtype checks that run while tracing and raise a ValueError naming expected vs actual,
+and the query they share about sharding (:func:`mesh_axes`)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,9 @@ def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int) -> None
         raise ValueError(
             f"lengths: expected values in [0, T={num_steps}], got min {values.min()} and max {values.max()}"
         )
+
+
+def mesh_axes(x) -> tuple:
+    """Per dimension of ``x``, the mesh axes it is sharded over under an explicit mesh (``None``: not
+    sharded); all ``None`` without one, with automatic mesh axes, and inside ``jax.shard_map``."""
+    return (tuple(jax.typeof(x).sharding.spec) + (None,) * x.ndim)[: x.ndim]

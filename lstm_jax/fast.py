@@ -35,6 +35,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lstm_jax._checks import mesh_axes
 from lstm_jax.cells import ACTIVATIONS, LSTM_CELL, Cell, LSTMState, add_bias, lstm_activations, rnn_cell
 from lstm_jax.cells import lstm_activation_derivative as activation_derivative
 from lstm_jax.losses import accumulation_dtype
@@ -279,7 +280,7 @@ def sum_over_steps(dz: Array, a: Array, compute_dtype=None) -> Array:
     out, acc = dz.dtype, accumulation_dtype(dz.dtype)
     if compute_dtype is not None:  # 16-bit operands, float32 sums
         dz, a = dz.astype(compute_dtype), a.astype(compute_dtype)
-    if any(jax.typeof(dz).sharding.spec):
+    if any(mesh_axes(dz)):
         # An axis sharded over an explicit mesh: no reshape may merge a sharded batch axis with the
         # steps, so the leading axes are contracted as they are; a contraction over a sharded axis
         # needs its output sharding named (explicit mode): the gradient is replicated, as the weights are.

@@ -38,6 +38,7 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
+from lstm_jax._checks import mesh_axes
 from lstm_jax.cells import LSTMState
 from lstm_jax.fast import Kernel, mask_outputs, previous_carries
 from lstm_jax.losses import accumulation_dtype
@@ -145,11 +146,11 @@ def _impl(loops: PallasLoops) -> str:
 
 def _check_local(loops: PallasLoops, a: Array) -> None:
     """Each program indexes rows of the whole batch: reject a batch sharded over an explicit mesh."""
-    spec = jax.typeof(a).sharding.spec
-    if any(spec):
+    axes = mesh_axes(a)
+    if any(axes):
         raise ValueError(
             f"{_impl(loops)}: expected a batch that is not sharded over an explicit mesh (call unroll inside "
-            f"jax.shard_map, where each device holds its own rows), got time-major inputs sharded as {spec}; "
+            f"jax.shard_map, where each device holds its own rows), got time-major inputs sharded over {axes}; "
             "impl='auto', 'fast' and 'scan' take a sharded batch"
         )
 

@@ -341,10 +341,10 @@ def _resolve_compute_dtype(options: Options, param_dtype) -> Options:
 def _check_replicated(params) -> None:
     """Parameters sharded over an explicit mesh are not supported (the batch may be): a ValueError."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        if isinstance(leaf, jax.Array) and any(jax.typeof(leaf).sharding.spec):
+        if isinstance(leaf, jax.Array) and any(_checks.mesh_axes(leaf)):
             raise ValueError(
                 f"params{jax.tree_util.keystr(path)}: expected parameters replicated over the mesh (shard the "
-                f"batch only), got them sharded as {jax.typeof(leaf).sharding.spec}"
+                f"batch only), got them sharded over {_checks.mesh_axes(leaf)}"
             )
 
 
@@ -355,15 +355,15 @@ def _sharded_as_batch(carry, xs_tm: Array):
     step function's leaves without the batch axes are left as they are.
     """
     batch_shape = xs_tm.shape[1:-1]
-    input_spec = tuple(jax.typeof(xs_tm).sharding.spec) + (None,) * xs_tm.ndim
-    batch_spec = input_spec[1 : xs_tm.ndim - 1]  # (T, *batch, M): the entries of the batch axes
+    batch_axes = _checks.mesh_axes(xs_tm)[1:-1]  # (T, *batch, M): the batch axes' entries
 
     def shard(leaf):
         if not isinstance(leaf, jax.Array) or leaf.shape[: len(batch_shape)] != batch_shape:
             return leaf
-        want = batch_spec + (None,) * (leaf.ndim - len(batch_shape))
-        have = (tuple(jax.typeof(leaf).sharding.spec) + (None,) * leaf.ndim)[: leaf.ndim]
-        return leaf if have == want else jax.sharding.reshard(leaf, jax.sharding.PartitionSpec(*want))
+        want = batch_axes + (None,) * (leaf.ndim - len(batch_shape))
+        return (
+            leaf if _checks.mesh_axes(leaf) == want else jax.sharding.reshard(leaf, jax.sharding.PartitionSpec(*want))
+        )
 
     return jax.tree.map(shard, carry)
 

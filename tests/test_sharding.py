@@ -13,7 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
+
+from lstm_jax._checks import mesh_axes
 
 HERE = Path(__file__).resolve().parent
 TOLERANCE = 1e-10
@@ -57,3 +61,10 @@ def test_shard_map_gradients_equal_one_device(results):
             continue
         assert "error" not in got, f"shard_map, {name}: {got['error']}"
         assert got["difference"] <= TOLERANCE, f"shard_map, {name}: {got}"
+
+
+def test_mesh_axes_without_a_mesh_is_one_none_per_dimension():
+    x = jnp.ones((2, 3, 4))
+    traced = []
+    jax.jit(lambda a: traced.append(mesh_axes(a)) or a)(x)
+    assert mesh_axes(x) == (None, None, None) and traced == [(None, None, None)]
