@@ -593,8 +593,7 @@ def run_isolated(impls, rounds: int, child_args: list[str], log=print) -> list[d
                 log(f"round {round_ + 1}/{rounds}: {impl}")
                 subprocess.run(command + child_args, check=True, stdout=subprocess.DEVNULL)
                 for row in json.loads(out.read_text()):
-                    key = (row["impl"], row["variant"], row["dtype"], *(row[k] for k in Shape._fields))
-                    by_key.setdefault(key, []).append(row)
+                    by_key.setdefault((row["impl"], row["variant"], *_problem_of(row)), []).append(row)
     rows = []
     for runs in by_key.values():
         shape = Shape(*(runs[0][k] for k in Shape._fields))
@@ -613,10 +612,13 @@ def run_isolated(impls, rounds: int, child_args: list[str], log=print) -> list[d
             }
         )
     impl_order = {impl: i for i, impl in enumerate(impls)}
-    problems = list(dict.fromkeys((r["dtype"], *(r[k] for k in Shape._fields)) for r in rows))  # suite order
-    return sorted(
-        rows, key=lambda r: (problems.index((r["dtype"], *(r[k] for k in Shape._fields))), impl_order[r["impl"]])
-    )
+    problem_order = {problem: i for i, problem in enumerate(dict.fromkeys(map(_problem_of, rows)))}  # suite order
+    return sorted(rows, key=lambda r: (problem_order[_problem_of(r)], impl_order[r["impl"]]))
+
+
+def _problem_of(row: dict) -> tuple:
+    """The problem a row measured: its dtype and shape."""
+    return (row["dtype"], *(row[k] for k in Shape._fields))
 
 
 def run_suite(
