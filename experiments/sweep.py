@@ -4,10 +4,12 @@ Usage (from the repository root)::
 
     python experiments/sweep.py adding            # run the grid (finished runs are reused)
     python experiments/sweep.py adding --table    # print the Markdown table from the results file
+    python experiments/sweep.py adding copy --plot  # draw experiments/results/<experiment>.png from it
 
 Each run is an ordinary ``lstm_jax.train.fit`` into ``runs/sweeps/<experiment>/<run>/``; the
-summaries are gathered into ``experiments/results/<experiment>.json``, which is committed, and the
-table in ``experiments/README.md`` is printed from that file, never typed in.
+summaries (with each run's evaluation curve) are gathered into ``experiments/results/<experiment>.json``,
+which is committed, and the table and figure in ``experiments/README.md`` are made from that file,
+never typed in.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ import json
 import pathlib
 import statistics
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -91,6 +97,7 @@ def run_grid(experiment: str) -> list[dict]:
                 print(f"{name}: {error}", flush=True)
                 summary = rundir.read_summary(run_dir)
         row = {"run": name, "config": pathlib.Path(config_path).stem, "overrides": overrides, **summary}
+        row["curve"] = curve(rundir.read_metrics(run_dir))
         rows.append(row)
         final = summary["final"] or {}
         print(f"{name}: {summary['status']} at step {summary['steps']}, loss {final.get('loss')}", flush=True)
@@ -98,15 +105,24 @@ def run_grid(experiment: str) -> list[dict]:
     return rows
 
 
+def curve(records: list[dict]) -> dict:
+    """A run's evaluations as columns: ``{"step": [...], "loss": [...], "metric": [...]}``."""
+    return {key: [r[key] for r in records] for key in ("step", "loss", "metric")}
+
+
 def write_results(experiment: str, rows: list[dict]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{experiment}.json").write_text(json.dumps(rows, indent=1) + "\n")
 
 
+def read_results(experiment: str) -> list[dict]:
+    """The experiment's rows, from its committed results file."""
+    return json.loads((RESULTS / f"{experiment}.json").read_text())
+
+
 def table(experiment: str) -> str:
     """The experiment's Markdown table, from its committed results."""
-    rows = json.loads((RESULTS / f"{experiment}.json").read_text())
-    return TABLES[experiment](rows, EXPERIMENTS[experiment]["published"])
+    return TABLES[experiment](read_results(experiment), EXPERIMENTS[experiment]["published"])
 
 
 def _final_loss(row: dict) -> float:
@@ -119,6 +135,25 @@ def _by_config_and_T(rows: list[dict]) -> list[tuple[tuple[str, int], list[dict]
     for row in rows:
         groups.setdefault((row["config"], row["task"]["params"]["T"]), []).append(row)
     return sorted(groups.items())
+
+
+def _by_clip_norm(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The clipping rows grouped by their clip_norm override ("none" for null), in the grid's order."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        clip = row["overrides"][0].split("=", 1)[1]
+        groups.setdefault("none" if clip == "null" else clip, []).append(row)
+    return list(groups.items())
+
+
+def _nan_step(row: dict) -> int:
+    """The step whose update was non-finite (the summary counts the good steps before it)."""
+    return row["steps"] + 1
+
+
+def _diverged(row: dict) -> bool:
+    """Stopped on a NaN/inf, or ended over DIVERGED_FACTOR baselines."""
+    return row["status"] == "non_finite" or _final_loss(row) > DIVERGED_FACTOR * row["baseline"]["loss"]
 
 
 def _adding_table(rows: list[dict], published: dict) -> str:
@@ -145,16 +180,12 @@ def _clipping_table(rows: list[dict], published: dict) -> str:
         "| final eval loss of the others, per seed | baseline | published |",
         "|---|---|---|---|---|---|",
     ]
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row["overrides"][0].split("=", 1)[1], []).append(row)
-    for clip, group in groups.items():
-        baseline = group[0]["baseline"]["loss"]
-        nan_steps = [r["steps"] + 1 for r in group if r["status"] == "non_finite"]
+    for clip, group in _by_clip_norm(rows):
+        nan_steps = [_nan_step(r) for r in group if r["status"] == "non_finite"]
         finite = [_final_loss(r) for r in group if r["status"] != "non_finite"]
-        diverged = len(nan_steps) + sum(x > DIVERGED_FACTOR * baseline for x in finite)
+        baseline = group[0]["baseline"]["loss"]
         out.append(
-            f"| {'none' if clip == 'null' else clip} | {diverged}/{len(group)} | {', '.join(map(str, nan_steps)) or '-'} "
+            f"| {clip} | {sum(map(_diverged, group))}/{len(group)} | {', '.join(map(str, nan_steps)) or '-'} "
             f"| {', '.join(f'{x:.3f}' for x in finite) or '-'} | {baseline:.4f} | {published.get(group[0]['config'], '')} |"
         )
     return "\n".join(out)
@@ -181,17 +212,233 @@ def _metric_table(rows: list[dict], published: dict) -> str:
 
 TABLES = {"adding": _adding_table, "clipping": _clipping_table, "copy": _metric_table, "temporal_order": _metric_table}
 
+# Figures: drawn from the same rows as the tables, one PNG per experiment (matplotlib, headless).
+
+
+def figure(experiment: str, path: str | pathlib.Path | None = None) -> pathlib.Path:
+    """Draw the experiment's figure from its committed results; returns the path written
+    (``experiments/results/<experiment>.png`` unless ``path`` is given)."""
+    path = pathlib.Path(path) if path is not None else RESULTS / f"{experiment}.png"
+    fig = FIGURES[experiment](read_results(experiment))
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colour(row: dict) -> str:
+    """One colour per cell in every figure: LSTM blue, RNN orange."""
+    return {"lstm": "C0", "rnn": "C1"}.get(row["model"]["cell"], "C2")
+
+
+def _T_axis(ax, rows: list[dict]) -> None:
+    """A log-scaled x axis labelled with the grid's sequence lengths."""
+    Ts = sorted({r["task"]["params"]["T"] for r in rows})
+    ax.set_xscale("log")
+    ax.set_xticks(Ts, [str(T) for T in Ts])
+    ax.minorticks_off()
+    ax.set_xlim(Ts[0] / 1.3, Ts[-1] * 1.3)
+    ax.set_xlabel("sequence length T")
+    ax.grid(alpha=0.3)
+
+
+def _over_T_of(rows: list[dict], config: str) -> list[tuple[int, list[dict]]]:
+    """One config's rows as ``(T, rows of its seeds)``, T ascending."""
+    return [(T, group) for (c, T), group in _by_config_and_T(rows) if c == config]
+
+
+def _over_T(ax, rows: list[dict], value, *, seeds: bool = True, hollow=None) -> None:
+    """Per config: the mean of ``value(row)`` over seeds against T (a line), and each seed's value (dots,
+    hollow where ``hollow(row)``); the configs are set slightly apart in x so their dots do not hide."""
+    configs = sorted({r["config"] for r in rows})
+    for k, config in enumerate(configs):
+        groups = _over_T_of(rows, config)
+        shift = 1.04 ** (k - (len(configs) - 1) / 2)
+        colour = _colour(groups[0][1][0])
+        xs = [T * shift for T, _ in groups]
+        means = [statistics.mean(map(value, g)) for _, g in groups]
+        ax.plot(xs, means, "-" if seeds else "-s", color=colour, lw=2, label=config)
+        if seeds:
+            for x, (_, group) in zip(xs, groups):
+                for row in group:
+                    face = "none" if hollow is not None and hollow(row) else colour
+                    ax.plot(x, value(row), "o", ms=5, mec=colour, mfc=face, alpha=0.8)
+
+
+def _baseline_over_T(ax, rows: list[dict], label: str = "baseline") -> None:
+    """The task's trivial loss against T (dashed gray; flat where it does not depend on T), to the axis edges."""
+    points = sorted({(r["task"]["params"]["T"], r["baseline"]["loss"]) for r in rows})
+    Ts, values = [T for T, _ in points], [b for _, b in points]
+    bases = f"{values[0]:.3g}" if len(set(values)) == 1 else "-".join(f"{b:.3g}" for b in (values[0], values[-1]))
+    xs = [Ts[0] / 1.3] + Ts + [Ts[-1] * 1.3]
+    ax.plot(xs, values[:1] + values + values[-1:], color="gray", ls="--", lw=1, label=f"{label} {bases}")
+
+
+def _log_if_wide(ax, values: list[float]) -> None:
+    """A log y axis when the values span more than a decade (under one, a log axis shows no labelled tick)."""
+    if max(values) > 10 * min(values):
+        ax.set_yscale("log")
+
+
+def _curves(ax, rows: list[dict], config: str) -> None:
+    """Eval loss against step for one config: a colour per T, a thin line per seed, the baseline."""
+    for k, (T, group) in enumerate(_over_T_of(rows, config)):
+        for j, row in enumerate(group):
+            ax.plot(
+                row["curve"]["step"], row["curve"]["loss"], color=f"C{k + 2}", lw=1, label=None if j else f"T = {T}"
+            )
+    for base in sorted({r["baseline"]["loss"] for r in rows if r["config"] == config}):
+        ax.axhline(base, color="gray", ls="--", lw=1, label=f"baseline {base:.3g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("eval loss (MSE)")
+    ax.set_title(f"{config}: eval loss per seed", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _adding_figure(rows: list[dict]) -> Figure:
+    """Final eval MSE and steps used against T per model (dots: seeds; hollow: not solved); above
+    them, when the rows hold curves, eval loss against step per model."""
+    plt = _pyplot()
+    configs = sorted({r["config"] for r in rows})
+    has_curves = all(r.get("curve") for r in rows)
+    width = max(2, len(configs))
+    rows_of_panels = [configs, ["loss", "steps"]] if has_curves else [["loss", "steps"]]
+    mosaic = [panels + ["."] * (width - len(panels)) for panels in rows_of_panels]
+    fig, axes = plt.subplot_mosaic(mosaic, figsize=(5.5 * width, 4.2 * len(mosaic)), dpi=90)
+    for config in configs if has_curves else []:
+        _curves(axes[config], rows, config)
+    ax = axes["loss"]
+    _over_T(ax, rows, _final_loss, hollow=lambda r: not r["solved"])
+    _baseline_over_T(ax, rows, "baseline (predict 1)")
+    ax.set_yscale("log")
+    ax.set_ylabel("final eval loss (MSE)")
+    ax.set_title("final eval loss: mean over seeds (line), each seed (dots; hollow: not solved)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax = axes["steps"]
+    _over_T(ax, rows, lambda r: r["steps"], hollow=lambda r: not r["solved"])
+    ax.set_ylabel("training steps")
+    ax.set_title("steps to solve (hollow: not solved, stopped at the step limit)", fontsize=10)
+    ax.set_ylim(0, None)
+    for ax in (axes["loss"], axes["steps"]):
+        _T_axis(ax, rows)
+    fig.suptitle(f"Adding problem, LSTM vs tanh RNN (solved: {_rule(rows)})", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _rule(rows: list[dict]) -> str:
+    """The solved rule without its citation, e.g. ``mse < 0.01``."""
+    return rows[0]["solved_rule"].split(" (")[0]
+
+
+def _metric_figure(rows: list[dict]) -> Figure:
+    """Success rate, the task's final metric and the final eval loss against T, per model."""
+    plt = _pyplot()
+    metric = rows[0]["metric_name"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), dpi=90)
+    _over_T(axes[0], rows, lambda r: float(bool(r["solved"])), seeds=False)
+    seeds = len(_by_config_and_T(rows)[0][1])
+    axes[0].set_ylabel(f"success rate (solved runs / {seeds} seeds)")
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[0].set_title("success rate", fontsize=10)
+    _over_T(axes[1], rows, lambda r: r["final"][metric])
+    axes[1].set_ylabel(f"final {metric.replace('_', ' ')}")
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_title(f"final {metric.replace('_', ' ')}: mean (line), each seed (dots)", fontsize=10)
+    _over_T(axes[2], rows, _final_loss)
+    _baseline_over_T(axes[2], rows)
+    _log_if_wide(axes[2], [_final_loss(r) for r in rows] + [r["baseline"]["loss"] for r in rows])
+    axes[2].set_ylabel("final eval loss (cross-entropy, nats)")
+    axes[2].set_title("final eval loss: mean (line), each seed (dots)", fontsize=10)
+    for ax in axes:
+        _T_axis(ax, rows)
+        ax.legend(fontsize=8)
+    title = rows[0]["task"]["name"].replace("_", " ")
+    fig.suptitle(f"{title.capitalize()}, LSTM vs tanh RNN (solved: {_rule(rows)})", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _clipping_figure(rows: list[dict]) -> Figure:
+    """Each seed's final eval loss per clip_norm (log scale); runs stopped on NaN/inf as crosses above the rest."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=90)
+    baseline = rows[0]["baseline"]["loss"]
+    top = max([_final_loss(r) for r in rows if r["status"] != "non_finite"] + [DIVERGED_FACTOR * baseline]) * 4
+    for x, (_, group) in enumerate(_by_clip_norm(rows)):
+        for j, row in enumerate(group):
+            dx = (j - (len(group) - 1) / 2) * 0.08
+            if row["status"] == "non_finite":
+                ax.plot(x + dx, top, "x", color="C3", ms=9, mew=2, label="stopped on NaN/inf" if x + j == 0 else None)
+                ax.annotate(
+                    f"step {_nan_step(row)}",
+                    (x + dx, top),
+                    textcoords="offset points",
+                    xytext=(0, 8),
+                    ha="center",
+                    fontsize=7,
+                    color="C3",
+                )
+            else:
+                ax.plot(x + dx, _final_loss(row), "o", color="C3" if _diverged(row) else "C0", ms=6)
+    ax.axhline(baseline, color="gray", ls="--", lw=1, label=f"baseline {baseline:.3g} (predict 1)")
+    ax.axhline(
+        DIVERGED_FACTOR * baseline, color="C3", ls=":", lw=1, label=f"diverged above {DIVERGED_FACTOR}x baseline"
+    )
+    groups = _by_clip_norm(rows)
+    ax.set_xticks(range(len(groups)), [f"{c}\n{sum(map(_diverged, g))}/{len(g)} diverged" for c, g in groups])
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_yscale("log")
+    ax.set_ylim(None, top * 3)
+    ax.set_xlabel("global-norm clipping threshold (clip_norm)")
+    ax.set_ylabel("final eval loss (MSE), one dot per seed")
+    task, cell = rows[0]["task"], rows[0]["model"]["cell"].upper()
+    ax.set_title(f"Gradient clipping ablation: {cell} on {task['name']} T = {task['params']['T']}", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {
+    "adding": _adding_figure,
+    "clipping": _clipping_figure,
+    "copy": _metric_figure,
+    "temporal_order": _metric_figure,
+}
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    parser.add_argument(
+        "experiments",
+        nargs="+",
+        choices=sorted(EXPERIMENTS),
+        metavar="experiment",
+        help=f"one or more of {', '.join(sorted(EXPERIMENTS))}",
+    )
     parser.add_argument("--table", action="store_true", help="print the Markdown table of the saved results")
+    parser.add_argument(
+        "--plot", action="store_true", help="draw experiments/results/<experiment>.png from the saved results"
+    )
     args = parser.parse_args(argv)
-    if args.table:
-        print(table(args.experiment))
-    else:
-        run_grid(args.experiment)
-        print(table(args.experiment))
+    for experiment in args.experiments:
+        if not (args.table or args.plot):
+            run_grid(experiment)
+        if args.table or not args.plot:
+            print(table(experiment))
+        if args.plot or not args.table:
+            print(f"wrote {figure(experiment)}")
     return 0
 
 
