@@ -1,7 +1,9 @@
 """The ``lstm-jax`` command line: thin wrappers that parse, call the library and print.
 
-Bad input (missing file, bad YAML, unknown task or optimiser, impossible sizes) gives one line on
-stderr and exit code 2; a run stopped by a NaN or inf exits with 1.
+Bad input (missing file, bad YAML, unknown task or optimiser, impossible sizes), a run directory
+in use, out of memory, an XLA runtime error or an unavailable platform give one line on stderr and
+exit code 2; a run stopped by a NaN or inf exits with 1; a run stopped by SIGINT or SIGTERM
+checkpoints, prints one line and exits with 130 or 143 (a second signal ends it at once).
 """
 
 from __future__ import annotations
@@ -9,6 +11,37 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+
+from lstm_jax import signals
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a positive integer, got 0")
+    return value
+
+
+def _resume_mode(text: str) -> str:
+    if text != "auto":
+        raise argparse.ArgumentTypeError(f"expected no value or 'auto', got {text!r}")
+    return text
+
+
+def _directory(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a directory path, got {text!r}")
+    return text
 
 
 def _gradcheck(args: argparse.Namespace) -> int:
@@ -33,8 +66,8 @@ def _train(args: argparse.Namespace) -> int:
     from lstm_jax import train
 
     config = cfg.load_config(args.config, args.set)
-    run_dir = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / config.name
-    summary = train.fit(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    run_dir = pathlib.Path(args.out) if args.out is not None else pathlib.Path("runs") / config.name
+    summary = train.fit(config, run_dir, resume=args.resume, progress=False if args.no_progress else "auto")
     final = summary["final"] or {}
     metric = summary["metric_name"]
     print(
@@ -68,24 +101,55 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    from lstm_jax.api import catalog
+
+    found = catalog(args.configs)
+    print("configs:")
+    width = max((len(str(c.path)) for c in found.configs), default=0)
+    for entry in found.configs:
+        print(f"  {str(entry.path):<{width}}  {entry.purpose}")
+    if not found.configs:
+        print("  (none found; pass --configs DIR)")
+    print("tasks (task.name, then task.params with defaults):")
+    for entry in found.tasks:
+        print(f"  {entry.name:<15} {entry.purpose}")
+        params = ", ".join(f"{k}={v!r}" for k, v in entry.parameters.items() if k != "split")
+        print(f"  {'':<15} {params or '(no parameters)'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-jax", description="The article's RNN and LSTM in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("gradcheck", help="manual BPTT vs jax.grad vs finite differences (float64)")
-    check.add_argument("--seed", type=int, default=0, help="PRNG seed of the random problem (default 0)")
+    check.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="PRNG seed of the random problem (default 0)"
+    )
     check.set_defaults(run=_gradcheck)
     tr = commands.add_parser("train", help="train from a YAML config into a run directory")
     tr.add_argument("config", help="a YAML config, e.g. configs/quickstart.yaml")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    tr.add_argument("--out", help="run directory (default runs/<config name>)")
-    tr.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--out", type=_directory, help="run directory (default runs/<config name>)")
+    tr.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_resume_mode,
+        metavar="auto",
+        help="continue from the run directory's newest checkpoint; '--resume auto' starts fresh where there is "
+        "none (one command for jobs that may be requeued)",
+    )
+    tr.add_argument(
+        "--no-progress", action="store_true", help="no progress bar: one line per evaluation (the default off a terminal)"
+    )
     tr.set_defaults(run=_train)
     ev = commands.add_parser("eval", help="evaluate a run's latest checkpoint on held-out data")
     ev.add_argument("run_dir")
     ev.add_argument(
         "--batches",
-        type=int,
+        type=_positive_int,
         default=8,
         help="fresh evaluation batches of a generated task (default 8); real-data tasks use their whole test split",
     )
@@ -93,32 +157,48 @@ def build_parser() -> argparse.ArgumentParser:
     sp = commands.add_parser("sample", help="sample text from a trained character model (task charlm)")
     sp.add_argument("run_dir")
     sp.add_argument("--prompt", default="Beautiful is", help="text the model reads first")
-    sp.add_argument("--length", type=int, default=200, help="characters to generate (default 200)")
+    sp.add_argument("--length", type=_positive_int, default=200, help="characters to generate (default 200)")
     sp.add_argument("--temperature", type=float, default=0.7, help="softmax temperature > 0 (default 0.7)")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=_non_negative_int, default=0)
     sp.set_defaults(run=_sample)
+    ls = commands.add_parser("list", help="the configs with their purpose, the tasks and their parameters")
+    ls.add_argument("--configs", type=_directory, help="a directory of YAML configs (default: the source tree's configs/)")
+    ls.set_defaults(run=_list)
     return parser
+
+
+def _error(message: str, code: int) -> int:
+    lines = [line for line in str(message).splitlines() if line.strip()]
+    print(f"lstm-jax: {lines[0] if lines else message}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import jax
+    # Handlers first: a Ctrl-C or SIGTERM while JAX starts (seconds) is a stop request, not a traceback.
+    with signals.stop_requests() as stop:
+        try:
+            import jax
 
-    from lstm_jax.train import NonFiniteError
+            from lstm_jax.train import NonFiniteError, ResourceError, check_platform
 
-    try:
-        return args.run(args)
-    except NonFiniteError as error:
-        print(f"lstm-jax: {error}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError, ImportError) as error:
-        print(f"lstm-jax: error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
-    except jax.errors.JaxRuntimeError as error:  # e.g. RESOURCE_EXHAUSTED: sizes too large for the device
-        if "RESOURCE_EXHAUSTED" not in str(error):
-            raise
-        print(f"lstm-jax: error: out of device memory: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
+            if stop.signum is None:
+                check_platform()
+            if stop.signum is not None:  # before any work began: nothing to save
+                return _error(f"{stop.name}: stopped before training began", 128 + stop.signum)
+            return args.run(args)
+        except KeyboardInterrupt:  # a Ctrl-C outside the training loop
+            return _error("interrupted", 130)
+        except signals.Interrupted as stopped:
+            return _error(str(stopped), stopped.exit_code)
+        except NonFiniteError as error:
+            return _error(str(error), 1)
+        except ResourceError as error:
+            return _error(f"error: {error}", 2)
+        except (ValueError, OSError, ImportError) as error:
+            return _error(f"error: {error}", 2)
+        except jax.errors.JaxRuntimeError as error:  # outside training (eval, sample): the device's own error
+            return _error(f"error: XLA runtime error: {error}", 2)
 
 
 if __name__ == "__main__":

@@ -7,22 +7,34 @@ Layout (``DESIGN.md``)::
     runs/<name>/summary.json     final metrics, baseline, solved, steps, wall seconds, devices
     runs/<name>/checkpoints/     atomic, restorable, resumable
     runs/<name>/*.png            learning curve
+    runs/<name>/.lock            held (``flock``) by the process training into the directory
 
 In a multi-process run only process 0 writes it (:func:`lstm_jax.train.is_writer`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
+import socket
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (Windows)
+    fcntl = None
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
 CURVE = "learning_curve.png"
+LOCK = ".lock"
+TENSORBOARD = "tensorboard"
+#: What a run writes at the top of its directory (removed again if it fails before its first checkpoint).
+RUN_FILES = (CONFIG, METRICS, SUMMARY, CURVE)
 
 
 TEMPORARY_PREFIX = ".tmp_"
@@ -101,3 +113,56 @@ def write_summary(run_dir: str | os.PathLike, summary: dict) -> None:
 
 def read_summary(run_dir: str | os.PathLike) -> dict:
     return json.loads((pathlib.Path(run_dir) / SUMMARY).read_text())
+
+
+class RunLockedError(ValueError):
+    """Another live process is training into the run directory."""
+
+
+def _lock_owner(path: pathlib.Path) -> str:
+    try:
+        return path.read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+@contextlib.contextmanager
+def lock(run_dir: str | os.PathLike):
+    """Hold ``run_dir/.lock`` for the duration: an exclusive ``flock`` and a line ``pid <pid> on <host>``.
+
+    The kernel releases an ``flock`` when its process dies, so a lock file left by a killed run is
+    taken over, never waited for. If the file is replaced while we wait to lock it (its owner
+    finished and removed it), we lock the new one instead.
+
+    Raises:
+      RunLockedError: another live process holds the lock; the message names its pid and host.
+    """
+    path = pathlib.Path(run_dir) / LOCK
+    if fcntl is None:
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunLockedError(
+                f"run directory: expected no other run in {run_dir}, got one running ({_lock_owner(path)}); "
+                "wait for it to end or choose another --out"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the file we locked was unlinked by its previous owner: lock the current one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)

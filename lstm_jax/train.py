@@ -11,14 +11,23 @@ The pieces are small pure functions, in the manner of the flax examples:
 * :func:`fit` — the loop: fresh batches from ``fold_in(key, step)`` (so a resumed run sees exactly
   the batches an uninterrupted one would), evaluation on held-out batches from another key (on the
   whole test split, each example once, for a task on a finite data set),
-  atomic checkpoints, ``metrics.jsonl``, ``summary.json`` and a learning curve.
+  atomic checkpoints, ``metrics.jsonl``, ``summary.json`` and a learning curve
+  (:mod:`lstm_jax.runwriter`); a graceful stop on SIGINT/SIGTERM (:mod:`lstm_jax.signals`); resource
+  errors as one :class:`ResourceError`.
+
+The loop never waits for the device between steps: a step that is not finite freezes the state on
+the device (:func:`make_guarded_step`), and the host reads the flag only where it reads anything
+else (evaluation, checkpoint, progress update, stop), so JAX's asynchronous dispatch runs ahead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
+import re
 import time
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -26,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_jax import checkpoint, rundir
+from lstm_jax import checkpoint, logs, rundir, runwriter, signals
 from lstm_jax.bptt import lstm_bptt, rnn_bptt
 from lstm_jax.losses import sequence_loss
 from lstm_jax.models import DTYPES, ModelParams, ModelSpec, apply_model, init_model
@@ -45,6 +54,10 @@ class TrainState(NamedTuple):
 
 class NonFiniteError(RuntimeError):
     """The loss or the gradient became NaN or infinite; the run stopped."""
+
+
+class ResourceError(ValueError):
+    """The device cannot run the config (out of memory, an XLA runtime error, no such platform)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,19 +183,48 @@ def make_train_step(
     updated parameters all finite); when ``finite`` is false the returned state is the input
     state, untouched.
     """
-    value_and_grads = loss_and_grads(spec, task, gradients)
+    step = _update(spec, task, optimizer, gradients)
+    return jax.jit(lambda state, batch: step(state, batch, True)[:2])
+
+
+def make_guarded_step(
+    spec: ModelSpec, task: Task, optimizer: optax.GradientTransformation, gradients: str = "autodiff"
+) -> Callable[[TrainState, Array, Batch], tuple[TrainState, Array, dict]]:
+    """The jit-compiled ``guarded(state, first_bad, batch) -> (state, first_bad, metrics)``.
+
+    ``first_bad`` is a device scalar: ``-1`` while every step has been finite, else the number of
+    updates applied before the first step that was not. From that step on the state stays frozen as
+    it was then (the last good state), so the host may read ``first_bad`` whenever it likes without
+    losing that state, and never has to wait for the device after each step. The update is
+    :func:`make_train_step`'s, bit for bit.
+    """
+    step = _update(spec, task, optimizer, gradients)
 
     @jax.jit
-    def train_step(state: TrainState, batch: Batch):
+    def guarded(state: TrainState, first_bad: Array, batch: Batch):
+        new, metrics, finite = step(state, batch, first_bad < 0)
+        first_bad = jnp.where((first_bad < 0) & ~finite, state.step, first_bad)
+        return new, first_bad, metrics  # all of the metrics: fewer outputs change XLA's fusion, and the bits
+
+    return guarded
+
+
+def _update(spec: ModelSpec, task: Task, optimizer: optax.GradientTransformation, gradients: str) -> Callable:
+    """``(state, batch, healthy) -> (new state, metrics, finite)``: one optimiser step, kept only where
+    it is finite and ``healthy`` (else the input state is returned)."""
+    value_and_grads = loss_and_grads(spec, task, gradients)
+
+    def update(state: TrainState, batch: Batch, healthy):
         loss, grads = value_and_grads(state.params, batch)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(new.params))
-        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-        return new, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
+        keep = finite & healthy
+        new = jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, state)
+        return new, {"loss": loss, "grad_norm": grad_norm, "finite": finite}, finite
 
-    return train_step
+    return update
 
 
 def make_eval_step(spec: ModelSpec, task: Task) -> Callable[[ModelParams, Batch], tuple[Array, Array]]:
@@ -252,45 +294,39 @@ def data_parallel(batch_size: int):
     return jax.sharding.NamedSharding(mesh, P("data")), jax.sharding.NamedSharding(mesh, P())
 
 
-def _progress(enabled: bool):
-    """A rich progress bar with loss and steps/s (or a no-op)."""
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4g}"),
-        TextColumn("{task.fields[rate]:.1f} steps/s"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    )
-
-
-def fit(config, run_dir, *, resume: bool = False, progress: bool = False) -> dict:
+def fit(config, run_dir, *, resume: bool | str = False, progress: bool | str | None = "auto") -> dict:
     """Train ``config`` into ``run_dir`` and return the summary (also written to ``summary.json``).
 
     Args:
       config: a :class:`lstm_jax.config.Config`.
-      run_dir: the run directory (created); see :mod:`lstm_jax.rundir`.
-      resume: continue from the latest checkpoint in ``run_dir``; the result equals that of an
-        uninterrupted run (same batches, same optimiser state).
-      progress: show a progress bar on stderr.
+      run_dir: the run directory (created and locked; see :mod:`lstm_jax.runwriter`).
+      resume: ``False``: a new run (the directory has no checkpoint); ``True``: continue from the
+        newest intact checkpoint (one must exist); ``"auto"``: continue if there is a checkpoint,
+        else start fresh, which makes one command right for a job that may be requeued. The result
+        equals that of an uninterrupted run (same batches, same optimiser state); on resume the
+        config may differ only in :data:`lstm_jax.runwriter.RESUMABLE_KEYS` (e.g. more steps).
+      progress: ``True`` a progress bar on stderr, ``False`` one line per evaluation on stdout,
+        ``"auto"`` a bar on a terminal and lines otherwise, ``None`` nothing.
 
-    Only process 0 of a multi-process run writes ``run_dir`` (:func:`is_writer`).
+    SIGINT and SIGTERM end the current step, checkpoint, mark the summary ``"interrupted"`` and
+    raise :class:`lstm_jax.signals.Interrupted`; a second signal ends the process at once. Only
+    process 0 of a multi-process run writes ``run_dir`` (:func:`is_writer`).
 
     Raises:
-      ValueError: bad combinations, or an existing run directory without ``resume``.
+      ValueError: bad combinations, a directory that does not fit ``resume``, a changed config on
+        resume, another run holding the directory (:class:`lstm_jax.rundir.RunLockedError`).
+      ResourceError: out of memory, another XLA runtime error, or an unavailable platform.
       NonFiniteError: the loss or a gradient became NaN/inf (the last good checkpoint is kept).
+      Interrupted: SIGINT or SIGTERM (a checkpoint of the last finished step is kept).
     """
     task, eval_task = tasks_for(config)
     check_trainable(config)
-    with precision(config):
-        return _fit(config, task, eval_task, pathlib.Path(run_dir), resume, progress)
+    if config.train.tensorboard:
+        logs.require_tensorboard()
+    check_platform()
+    writer = runwriter.for_this_process(run_dir, config, is_writer())
+    with signals.stop_requests() as stop, precision(config), resource_errors(config), writer.session():
+        return _fit(config, task, eval_task, writer, resume, progress if writer.writes else None, stop)
 
 
 def tasks_for(config) -> tuple[Task, Task]:
@@ -328,97 +364,173 @@ def precision(config):
     return jax.enable_x64(True) if config.model.dtype == "float64" else contextlib.nullcontext()
 
 
-def _fit(config, task: Task, eval_task: Task, run_dir: pathlib.Path, resume: bool, progress: bool) -> dict:
-    from lstm_jax.plots import plot_learning_curve
+def check_platform() -> None:
+    """Raise :class:`ResourceError` if JAX cannot start a backend (e.g. ``JAX_PLATFORMS=cuda`` without a GPU)."""
+    try:
+        jax.devices()
+    except Exception as error:  # jax raises RuntimeError, or AssertionError when no plugin provides the platform
+        platforms, line = os.environ.get("JAX_PLATFORMS", ""), _first_line(error)
+        got = type(error).__name__ + (f": {line}" if line != type(error).__name__ else "")
+        raise ResourceError(
+            f"platform: expected a JAX backend that starts for JAX_PLATFORMS={platforms!r} (is its jax plugin, "
+            f"e.g. jax[cuda12], installed? unset JAX_PLATFORMS for the CPU), got {got}"
+        ) from None
 
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error, without XLA's repeated ``Error dispatching computation:`` prefixes."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    line = re.sub(r"(?:Error dispatching computation: )+", "", lines[0]) if lines else ""
+    return line or type(error).__name__
+
+
+def _sizes(config) -> str:
+    """The config values that set the memory a run needs, for an out-of-memory message."""
+    task = ", ".join(f"task.params.{k}={v}" for k, v in config.task.params.items() if isinstance(v, int))
+    return ", ".join(
+        filter(
+            None,
+            [
+                f"train.batch_size={config.train.batch_size}",
+                task,
+                f"model.hidden_size={config.model.hidden_size}",
+                f"model.num_layers={config.model.num_layers}",
+            ],
+        )
+    )
+
+
+@contextlib.contextmanager
+def resource_errors(config):
+    """Turn the device's out-of-memory and runtime errors into one-line :class:`ResourceError` s."""
+    try:
+        yield
+    except MemoryError:
+        raise ResourceError(f"out of memory: the host cannot hold the data of this config ({_sizes(config)})") from None
+    except jax.errors.JaxRuntimeError as error:
+        text = str(error)
+        if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+            wanted = re.search(r"allocating (\d+) bytes", text)
+            size = f" ({int(wanted.group(1)) / 2**30:.1f} GiB in one allocation)" if wanted else ""
+            raise ResourceError(
+                f"out of memory: the device cannot hold this config{size} with {_sizes(config)}; "
+                f"make one of them smaller ({_first_line(error)})"
+            ) from None
+        raise ResourceError(f"XLA runtime error: {_first_line(error)}") from None
+
+
+class _Clock:
+    """Wall time of the run: seconds before this process (from the checkpoint) plus this process's."""
+
+    def __init__(self, before: float = 0.0):
+        self.before, self.t0 = before, time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.before + time.perf_counter() - self.t0
+
+
+def _restore(writer, template: TrainState, console: logs.Console) -> tuple[TrainState, float]:
+    """``(state, wall seconds so far)`` from the newest intact checkpoint; skipped damaged ones are warned of."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", checkpoint.CheckpointWarning)
+        restored = checkpoint.restore_latest(writer.checkpoints, template)
+    for warning in caught:
+        console.warn(str(warning.message))
+    return restored.tree, float(restored.meta.get("wall_seconds", 0.0))
+
+
+def _fit(config, task: Task, eval_task: Task, writer, resume, progress, stop) -> dict:
     tc = config.train
-    ckpt_dir = run_dir / rundir.CHECKPOINTS
-    _check_run_directory(config, run_dir, resume)
     batch_sharding, replicated = data_parallel(tc.batch_size)  # before anything is written
-    writer = is_writer()  # every other process reads the run directory, never writes it
-    if writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.remove_temporaries(run_dir, ckpt_dir)  # left by a kill between a write and its rename
+    resuming = runwriter.resume_decision(config, writer.run_dir, resume)
     optimizer = make_optimizer(config.optim, tc.steps)
     init_key, train_key, eval_key = run_keys(config.seed)
     spec = model_spec(config, task)
-    state, last = init_state(config, task, optimizer, init_key), None
-    if resume:
-        state = checkpoint.restore_checkpoint(ckpt_dir, state)
-        if writer:
-            rundir.truncate_metrics(run_dir, int(state.step))
-        last = next((r for r in rundir.read_metrics(run_dir) if r["step"] == int(state.step)), None)
-    elif writer:
-        (run_dir / rundir.METRICS).unlink(missing_ok=True)
-        _save_config(config, run_dir)
-    start = done = int(state.step)
-    if replicated is not None:
-        state = jax.device_put(state, replicated)
-    train_step = make_train_step(spec, task, optimizer, tc.gradients)
-    eval_step = make_eval_step(spec, eval_task)
-    make_batch = jax.jit(task.make_batch, static_argnums=1, out_shardings=batch_sharding)
-
-    t0 = time.perf_counter()
-    # A resumed run that had already stopped as solved stays stopped, as the uninterrupted one did.
-    status = "solved" if last is not None and last["solved"] and tc.stop_when_solved else "completed"
-    with _progress(progress and writer and status != "solved") as bar:
-        bar_task = bar.add_task("train", total=tc.steps, completed=start, loss=float("nan"), rate=0.0) if bar else None
+    state, last, before = init_state(config, task, optimizer, init_key), None, 0.0
+    console = logs.Console(progress, tc.steps, 0)
+    try:
+        if resuming:
+            state, before = _restore(writer, state, console)
+            writer.resumed(config, int(state.step))
+            last = next((r for r in writer.records() if r["step"] == int(state.step)), None)
+        else:
+            writer.start(config)
+        if replicated is not None:
+            state = jax.device_put(state, replicated)
+        start = int(state.step)
+        console.close()
+        console = logs.Console(progress, tc.steps, start)
+        step_fn = make_guarded_step(spec, task, optimizer, tc.gradients)
+        eval_step = make_eval_step(spec, eval_task)
+        batch_at = jax.jit(
+            lambda step: task.make_batch(jax.random.fold_in(train_key, step), tc.batch_size),
+            out_shardings=batch_sharding,
+        )
+        clock = _Clock(before)
+        # A resumed run that had already stopped as solved stays stopped, as the uninterrupted one did.
+        status = "solved" if last is not None and last["solved"] and tc.stop_when_solved else "completed"
+        first_bad = jnp.array(-1, jnp.int32)
+        done = start
         for step in range(start, tc.steps if status != "solved" else start):
-            state, m = train_step(state, make_batch(jax.random.fold_in(train_key, step), tc.batch_size))
-            if not bool(m["finite"]):  # the step left `state` as it was: keep it as the last good one
-                if writer and checkpoint.latest_step(ckpt_dir) != step:
-                    checkpoint.save_checkpoint(ckpt_dir, step, state)
-                _write_summary(run_dir, config, eval_task, last, step, t0, start, "non_finite", writer)
-                raise NonFiniteError(
-                    f"non-finite loss, gradient or parameters at step {step + 1}: run stopped; "
-                    f"the last good checkpoint is step {step} in {ckpt_dir}"
-                )
+            if stop.signum is not None:
+                break
+            state, first_bad, metrics = step_fn(state, first_bad, batch_at(state.step))
             done = step + 1
-            if bar is not None and (done % tc.log_every == 0 or done == tc.steps):
-                rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
-                bar.update(bar_task, completed=done, loss=float(m["loss"]), rate=rate)
-            if done % tc.eval_every == 0 or done == tc.steps:
-                loss = float(m["loss"])
-                last = _evaluate_and_log(eval_step, eval_task, state, eval_key, tc, done, loss, t0, run_dir, writer)
+            evaluate_now = done % tc.eval_every == 0 or done == tc.steps
+            checkpoint_now = done % tc.checkpoint_every == 0
+            show_now = console.wants_train_loss and done % tc.log_every == 0
+            if not (evaluate_now or checkpoint_now or show_now):
+                continue  # nothing read back from the device: the next step is dispatched at once
+            _stop_if_not_finite(writer, config, eval_task, state, first_bad, last, clock, start)
+            rate = (done - start) / max(clock() - before, 1e-9)
+            if show_now:
+                console.step(done, float(metrics["loss"]), rate)
+            if evaluate_now:
+                last = _evaluate(eval_step, eval_task, state, eval_key, tc, done, float(metrics["loss"]), clock())
+                writer.append(last, rate)
+                console.evaluation(last, rate)
                 if last["solved"] and tc.stop_when_solved:
                     status = "solved"
                     break
-            if writer and done % tc.checkpoint_every == 0:
-                checkpoint.save_checkpoint(ckpt_dir, done, state)
-    if writer and checkpoint.latest_step(ckpt_dir) != done:
-        checkpoint.save_checkpoint(ckpt_dir, done, state)
-    summary = _write_summary(run_dir, config, eval_task, last, done, t0, start, status, writer)
-    records = rundir.read_metrics(run_dir) if writer else []
-    if records:
-        title = f"{config.name}: {task.name}, {config.model.cell}"
-        plot_learning_curve(records, run_dir / rundir.CURVE, title=title, baseline=eval_task.baseline)
+            if checkpoint_now:
+                writer.save(state, clock())
+        _stop_if_not_finite(writer, config, eval_task, state, first_bad, last, clock, start)
+        done = int(state.step)
+        writer.save(state, clock())
+        if stop.signum is not None:
+            status = "interrupted"
+        summary = _summary(config, eval_task, last, done, clock(), start, status)
+        writer.summary(summary)
+        writer.plot(f"{config.name}: {task.name}, {config.model.cell}", eval_task.baseline)
+    finally:
+        console.close()
+    if status == "interrupted":
+        raise signals.Interrupted(
+            stop.signum,
+            f"{stop.name}: stopped after step {done} of {tc.steps}, checkpoint saved in {writer.checkpoints}; "
+            f"continue with the same command and --resume (or --resume auto)",
+        )
     return summary
 
 
-def _check_run_directory(config, run_dir: pathlib.Path, resume: bool) -> None:
-    """A new run needs a directory without checkpoints; a resumed one needs a checkpoint and the same config."""
-    from lstm_jax.config import load_config
-
-    has_checkpoint = checkpoint.latest_step(run_dir / rundir.CHECKPOINTS) is not None
-    if not resume and has_checkpoint:
-        raise ValueError(f"run directory: expected a new directory (or --resume), got {run_dir} with checkpoints")
-    if resume and not has_checkpoint:
-        raise ValueError(f"--resume: expected a checkpoint in {run_dir / rundir.CHECKPOINTS}, got none")
-    if resume and load_config(run_dir / rundir.CONFIG) != config:
-        raise ValueError(f"--resume: expected the config saved in {run_dir / rundir.CONFIG}, got a different one")
-
-
-def _save_config(config, run_dir: pathlib.Path) -> None:
-    from lstm_jax.config import save_config
-
-    save_config(config, run_dir / rundir.CONFIG)
+def _stop_if_not_finite(writer, config, task: Task, state, first_bad, last, clock, start: int) -> None:
+    """Raise :class:`NonFiniteError` if a step was not finite, after checkpointing the frozen last good state."""
+    bad = int(first_bad)
+    if bad < 0:
+        return
+    writer.save(state, clock())  # the state frozen at the last good step, `bad`
+    writer.summary(_summary(config, task, last, bad, clock(), start, "non_finite"))
+    raise NonFiniteError(
+        f"non-finite loss, gradient or parameters at step {bad + 1}: run stopped; "
+        f"the last good checkpoint is step {bad} in {writer.checkpoints}"
+    )
 
 
-def _evaluate_and_log(eval_step, task, state, eval_key, tc, step, train_loss, t0, run_dir, writer: bool) -> dict:
+def _evaluate(eval_step, task: Task, state, eval_key, tc, step: int, train_loss: float, elapsed: float) -> dict:
     loss, metric = evaluate(
         eval_step, task, state.params, jax.random.fold_in(eval_key, step), tc.eval_batches, tc.batch_size
     )
-    record = {
+    return {
         "step": step,
         "loss": loss,
         "metric": metric,
@@ -426,18 +538,13 @@ def _evaluate_and_log(eval_step, task, state, eval_key, tc, step, train_loss, t0
         "train_loss": train_loss,
         "baseline": task.baseline,
         "solved": bool(task.solved(loss, metric)),
-        "time": time.perf_counter() - t0,
+        "time": elapsed,
     }
-    if writer:
-        rundir.append_metrics(run_dir, record)
-    return record
 
 
-def _write_summary(
-    run_dir, config, task: Task, last: dict | None, steps: int, t0: float, start: int, status: str, writer: bool
-) -> dict:
-    """The run's summary; written to ``summary.json`` by the writing process only."""
-    summary = {
+def _summary(config, task: Task, last: dict | None, steps: int, wall_seconds: float, start: int, status: str) -> dict:
+    """The run's summary (``summary.json``)."""
+    return {
         "name": config.name,
         "task": {"name": task.name, "params": dict(config.task.params)},
         "model": {
@@ -454,9 +561,6 @@ def _write_summary(
         "solved": None if last is None else last["solved"],
         "solved_rule": task.solved_rule,
         "metric_name": task.metric_name,
-        "wall_seconds": round(time.perf_counter() - t0, 3),
+        "wall_seconds": round(wall_seconds, 3),
         "devices": [str(d) for d in jax.local_devices()],
     }
-    if writer:
-        rundir.write_summary(run_dir, summary)
-    return summary
