@@ -3,7 +3,7 @@
 Without a GPU the kernels run in Pallas's interpreter (``impl="pallas_interpret"``): the same kernel
 code, the same indexing, one program after another. That checks the arithmetic (float64 to 1e-10
 against ``impl="scan"``) but not the GPU's concurrency; ``jax.export`` for ``cuda`` then lowers the
-kernels to Triton on this CPU machine, which catches what Triton cannot express. Timing and the
+kernels to Triton for an abstract H200 on this CPU machine, which catches what Triton cannot express. Timing and the
 compiled kernel's behaviour on the GPU are checked by ``experiments/device_check.sh`` on a GPU.
 """
 
@@ -181,6 +181,17 @@ def test_pallas_loops_shapes_and_dtypes(key):
 # ----------------------------------------------------------------------------------------------
 # Lowering for the GPU, on this machine: jax.export runs the Pallas -> Triton lowering for "cuda".
 
+# From jax 0.11 the Triton lowering takes its GPU from the abstract mesh when the machine has none
+# (before, it fell back to compute capability 9.0): an H200, the GPU experiments/device_check.sh runs on.
+H200 = jax.sharding.AbstractDevice(device_kind="NVIDIA H200", num_cores=132, platform="gpu")
+
+
+def _export_for_cuda(fn, *args):
+    """The text of ``jit(fn)`` exported for CUDA on an abstract H200 (a Triton call has no stable ABI)."""
+    skip = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), (), abstract_device=H200)):
+        return export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=skip)(*args).mlir_module()
+
 
 def _lower_for_cuda(B, T, D, dtype=jnp.float32, **options):
     """Export the training step's gradient for CUDA; returns the exported module's text."""
@@ -190,10 +201,7 @@ def _lower_for_cuda(B, T, D, dtype=jnp.float32, **options):
         return jnp.sum(hs.astype(jnp.float32) ** 2) + jnp.sum(carry.c.astype(jnp.float32))
 
     params = jax.eval_shape(lambda: init_lstm(jax.random.key(0), M, D, dtype=dtype))
-    xs = jax.ShapeDtypeStruct((B, T, M), dtype)
-    skip = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]  # a Triton call has no stable ABI
-    exported = export.export(jax.jit(jax.grad(loss)), platforms=["cuda"], disabled_checks=skip)(params, xs)
-    return exported.mlir_module()
+    return _export_for_cuda(jax.grad(loss), params, jax.ShapeDtypeStruct((B, T, M), dtype))
 
 
 @pytest.mark.parametrize(
@@ -276,6 +284,5 @@ def test_pallas_block_settings_lower_for_cuda(loops):
     args = (jax.ShapeDtypeStruct((4 * D, D), jnp.float32), jax.ShapeDtypeStruct((4 * D,), jnp.float32))
     args += (jax.ShapeDtypeStruct((10, 16, 4 * D), jnp.float32),)
     carry0 = LSTMState(*(jax.ShapeDtypeStruct((16, D), jnp.float32),) * 2)
-    skip = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
-    text = export.export(jax.jit(jax.grad(loss)), platforms=["cuda"], disabled_checks=skip)(*args, carry0).mlir_module()
+    text = _export_for_cuda(jax.grad(loss), *args, carry0)
     assert f"num_warps = {loops.num_warps} : i32" in text and f"num_stages = {loops.num_stages} : i32" in text
