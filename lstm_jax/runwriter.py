@@ -114,7 +114,7 @@ class RunReader:
     def append(self, record: dict, rate: float) -> None:
         pass
 
-    def save(self, state, wall_seconds: float) -> None:
+    def save(self, state, wall_seconds: float, *, final: bool = False) -> None:
         pass
 
     def summary(self, summary: dict) -> None:
@@ -185,9 +185,10 @@ class RunWriter(RunReader):
         if self._tensorboard is not None:
             self._tensorboard.evaluation(record, rate)
 
-    def save(self, state, wall_seconds: float) -> None:
+    def save(self, state, wall_seconds: float, *, final: bool = False) -> None:
+        """Checkpoint ``state`` unless its step is already saved (``final``: save it again, with this wall time)."""
         step = int(state.step)
-        if checkpoint.latest_step(self.checkpoints) != step:
+        if final or checkpoint.latest_step(self.checkpoints) != step:
             checkpoint.save_checkpoint(self.checkpoints, step, state, meta={"wall_seconds": wall_seconds})
 
     def summary(self, summary: dict) -> None:

@@ -495,11 +495,11 @@ def _fit(config, task: Task, eval_task: Task, writer, resume, progress, stop) ->
             if checkpoint_now:
                 writer.save(state, clock())
         _stop_if_not_finite(writer, config, eval_task, state, first_bad, last, clock, start)
-        done = int(state.step)
-        writer.save(state, clock())
+        done, wall = int(state.step), clock()
+        writer.save(state, wall, final=True)  # the summary's wall time, which a resume continues from
         if stop.signum is not None:
             status = "interrupted"
-        summary = _summary(config, eval_task, last, done, clock(), start, status)
+        summary = _summary(config, eval_task, last, done, wall, start, status)
         writer.summary(summary)
         writer.plot(f"{config.name}: {task.name}, {config.model.cell}", eval_task.baseline)
     finally:
