@@ -9,6 +9,7 @@ checkpoints, prints one line and exits with 130 or 143 (a second signal ends it 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 
@@ -106,9 +107,10 @@ def _list(args: argparse.Namespace) -> int:
 
     found = catalog(args.configs)
     print("configs:")
-    width = max((len(str(c.path)) for c in found.configs), default=0)
-    for entry in found.configs:
-        print(f"  {str(entry.path):<{width}}  {entry.purpose}")
+    paths = [os.path.relpath(c.path) if not os.path.relpath(c.path).startswith("..") else str(c.path) for c in found.configs]
+    width = max(map(len, paths), default=0)
+    for path, entry in zip(paths, found.configs):
+        print(f"  {path:<{width}}  {entry.purpose}")
     if not found.configs:
         print("  (none found; pass --configs DIR)")
     print("tasks (task.name, then task.params with defaults):")

@@ -325,7 +325,9 @@ def fit(config, run_dir, *, resume: bool | str = False, progress: bool | str | N
         logs.require_tensorboard()
     check_platform()
     writer = runwriter.for_this_process(run_dir, config, is_writer())
-    with signals.stop_requests() as stop, precision(config), resource_errors(config), writer.session():
+    # JAX's default dtype promotion whatever the caller's setting: optax mixes Python floats and int32 counts.
+    promotion = jax.numpy_dtype_promotion("standard")
+    with signals.stop_requests() as stop, promotion, precision(config), resource_errors(config), writer.session():
         return _fit(config, task, eval_task, writer, resume, progress if writer.writes else None, stop)
 
 
