@@ -1,6 +1,5 @@
 """The sweep figures (experiments/sweep.py --plot) drawn from the committed results, headless."""
 
-import json
 import shutil
 import statistics
 
@@ -95,13 +94,9 @@ def test_clipping_figure_marks_every_non_finite_run(sweep, draw):
     assert [t.get_text() for t in ax.texts] == [f"step {r['steps'] + 1}" for r in rows if r["status"] == "non_finite"]
 
 
-def test_adding_figure_draws_curves_when_the_rows_hold_them(sweep, draw):
+def test_adding_figure_draws_the_committed_curves(sweep, draw):
     rows = sweep.read_results("adding")
-    assert len(draw("adding", rows).axes) == 2  # the committed rows hold finals only
-    with_curves = json.loads(json.dumps(rows))
-    for row in with_curves:
-        row["curve"] = {"step": [100, 200], "loss": [0.2, row["final"]["loss"]], "metric": [0.2, row["final"]["loss"]]}
-    fig = draw("adding", with_curves)
+    fig = draw("adding", rows)
     assert len(fig.axes) == 4
     lstm = fig.axes[0]
     assert lstm.get_title() == "adding_lstm: eval loss per seed"
@@ -110,6 +105,15 @@ def test_adding_figure_draws_curves_when_the_rows_hold_them(sweep, draw):
         "T = 100",
         "T = 200",
     ]
+    drawn = [list(x.get_ydata()) for ax in fig.axes[:2] for x in ax.get_lines() if x.get_linestyle() == "-"]
+    assert sorted(drawn) == sorted(r["curve"]["loss"] for r in rows)
+    (baseline,) = [x for x in lstm.get_lines() if x.get_label().startswith("baseline")]
+    assert list(baseline.get_ydata()) == [rows[0]["baseline"]["loss"]] * 2
+
+
+def test_adding_figure_without_curves_has_only_the_panels_over_T(sweep, draw):
+    rows = [{k: v for k, v in r.items() if k != "curve"} for r in sweep.read_results("adding")]
+    assert len(draw("adding", rows).axes) == 2
 
 
 def test_curve_is_the_records_as_columns(sweep):
