@@ -75,15 +75,42 @@ def evaluate_run(run_dir, *, num_batches: int = 8) -> dict:
     }
 
 
-def sample_run(run_dir, prompt: str, length: int, *, temperature: float = 1.0, seed: int = 0) -> str:
-    """``length`` characters sampled from a ``charlm`` run's latest checkpoint after ``prompt``."""
-    from lstm_jax.generate import sample
-    from lstm_jax.tasks.real import charlm_vocabulary
-
-    config, task, state = load_run(run_dir)
+def _corpus_params(config) -> dict:
+    """The ``text`` and ``path`` parameters of a ``charlm`` run's config; a ValueError for any other task."""
     if config.task.name != "charlm":
         raise ValueError(f"sample: expected a run of the 'charlm' task, got {config.task.name!r}")
-    vocabulary = charlm_vocabulary(dict(config.task.params).get("text", "zen"))
+    params = dict(config.task.params)
+    return {"text": params.get("text"), "path": params.get("path")}
+
+
+def default_prompt(run_dir) -> str:
+    """The prompt ``sample_run`` reads when given none: the first line of the run's own training text
+    (:func:`lstm_jax.tasks.real.charlm_prompt`), read from its config without loading a checkpoint."""
+    from lstm_jax.tasks.real import charlm_prompt
+
+    config_file = pathlib.Path(run_dir) / rundir.CONFIG
+    if not config_file.is_file():
+        raise ValueError(f"run directory: expected {config_file}, got no such file")
+    return charlm_prompt(**_corpus_params(load_config(config_file)))
+
+
+def sample_run(
+    run_dir, prompt: str | None = None, length: int = 200, *, temperature: float = 1.0, seed: int = 0
+) -> str:
+    """``length`` characters sampled from a ``charlm`` run's latest checkpoint after ``prompt``.
+
+    ``prompt=None`` reads :func:`default_prompt`, the start of the run's own training text. The
+    vocabulary is the run's (its training split's characters); a prompt with characters outside it
+    is a ValueError naming them.
+    """
+    from lstm_jax.generate import sample
+    from lstm_jax.tasks.real import charlm_prompt, charlm_vocabulary
+
+    config, task, state = load_run(run_dir)
+    corpus = _corpus_params(config)
+    vocabulary = charlm_vocabulary(**corpus)
+    if prompt is None:
+        prompt = charlm_prompt(**corpus)
     with precision(config):
         spec = model_spec(config, task)
         return sample(spec, state.params, vocabulary, jax.random.key(seed), prompt, length, temperature)

@@ -65,7 +65,9 @@ def sample(
       params: its :class:`~lstm_jax.models.ModelParams`: one or more unidirectional layers whose
         inputs and head outputs are the ``V`` characters of ``vocabulary``.
       vocabulary: ``V`` distinct characters; ``vocabulary[k]`` is input channel and class ``k``
-        (for the ``charlm`` task, :func:`lstm_jax.tasks.real.charlm_vocabulary`).
+        (for the ``charlm`` task, :func:`lstm_jax.tasks.real.charlm_vocabulary`: the training
+        text's characters, then :data:`~lstm_jax.tasks.real.UNKNOWN` for those it lacks, which the
+        model can sample too).
       key: a ``jax.random`` key; the same key gives the same text.
       prompt: at least one character, all in ``vocabulary``; the model starts from zero carries.
       length: characters to generate, ``>= 0``.

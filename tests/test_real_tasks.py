@@ -4,10 +4,14 @@ Shapes and dtypes, purity, that the splits are disjoint and batches come from th
 ``eval_batch`` holds every example of its split exactly once, baselines recomputed independently
 and as the baseline predictor scores them on ``eval_batch``, metrics of perfect predictors,
 parameter errors; ``sample``'s length, alphabet, determinism and agreement with ``apply_model``.
+The stdlib texts differ between Python versions: their counts are derived from the text here.
+sunspots and digits need the ``data`` extra (statsmodels, scikit-learn); without it their tests
+skip and the rest run.
 """
 
 import collections
 import functools
+import importlib.util
 import inspect
 import json
 import math
@@ -20,14 +24,32 @@ import pytest
 from lstm_jax.generate import sample
 from lstm_jax.losses import sequence_loss
 from lstm_jax.models import ModelSpec, apply_model, init_model
-from lstm_jax.tasks import make_task, task_names, task_parameters
-
-pytest.importorskip("statsmodels")
-pytest.importorskip("sklearn")
-
-from lstm_jax.tasks import real  # noqa: E402
+from lstm_jax.tasks import make_task, real, task_names, task_parameters
 
 BIG = 4096
+
+_WITHOUT = "needs the data extra (pip install 'lstm_jax[data]')"
+#: The marks of each task's tests: sunspots and digits read their data from statsmodels and scikit-learn.
+DATA = {
+    "sunspots": pytest.mark.skipif(importlib.util.find_spec("statsmodels") is None, reason=_WITHOUT),
+    "digits": pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason=_WITHOUT),
+    "charlm": (),
+}
+
+
+def _case(name, *rest):
+    """A parametrize case of task ``name``, skipped where its data package is missing."""
+    return pytest.param(name, *rest, marks=DATA[name])
+
+
+def _ids(chars, vocabulary):
+    """Ids of ``chars`` in a charlm vocabulary, its last symbol for characters outside it (by a dict)."""
+    index = {c: k for k, c in enumerate(vocabulary)}
+    return np.array([index.get(c, len(vocabulary) - 1) for c in chars])
+
+
+V_ZEN = len(real.charlm_vocabulary("zen"))
+V_DOCS = len(real.charlm_vocabulary("stdlib_docs"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,27 +84,34 @@ def test_registry_lists_the_real_tasks_with_their_parameters():
     assert {"sunspots", "digits", "charlm"} <= set(task_names())
     assert task_parameters("sunspots") == {"T": 48, "horizon": 1, "split": "train"}
     assert task_parameters("digits") == {"order": "rows", "split": "train"}
-    assert task_parameters("charlm") == {"T": 64, "text": "zen", "split": "train"}
+    assert task_parameters("charlm") == {"T": 64, "text": None, "path": None, "split": "train", "eval_chars": 65536}
 
 
 @pytest.mark.parametrize(
     "name, params, error",
     [
-        ("sunspots", {"T": 0}, r"^T: expected an integer >= 1"),
-        ("sunspots", {"horizon": 0}, r"^horizon: expected an integer >= 1"),
-        ("sunspots", {"T": 2.5}, r"^T: expected an integer, got float"),
-        ("sunspots", {"T": True}, r"^T: expected a Python integer"),
-        ("sunspots", {"T": 62}, r"^T \+ horizon: expected at most 62 .* got T=62, horizon=1"),
-        ("sunspots", {"T": 50, "horizon": 13}, r"^T \+ horizon: expected at most 62"),
-        ("sunspots", {"split": "valid"}, r"^split: expected one of \['train', 'test'\], got 'valid'"),
-        ("sunspots", {"split": 1}, r"^split: expected one of"),
-        ("digits", {"order": "columns"}, r"^order: expected one of \['rows', 'pixels'\], got 'columns'"),
-        ("digits", {"split": "Train"}, r"^split: expected one of"),
+        _case("sunspots", {"T": 0}, r"^T: expected an integer >= 1"),
+        _case("sunspots", {"horizon": 0}, r"^horizon: expected an integer >= 1"),
+        _case("sunspots", {"T": 2.5}, r"^T: expected an integer, got float"),
+        _case("sunspots", {"T": True}, r"^T: expected a Python integer"),
+        _case("sunspots", {"T": 62}, r"^T \+ horizon: expected at most 62 .* got T=62, horizon=1"),
+        _case("sunspots", {"T": 50, "horizon": 13}, r"^T \+ horizon: expected at most 62"),
+        _case("sunspots", {"split": "valid"}, r"^split: expected one of \['train', 'test'\], got 'valid'"),
+        _case("sunspots", {"split": 1}, r"^split: expected one of"),
+        _case("digits", {"order": "columns"}, r"^order: expected one of \['rows', 'pixels'\], got 'columns'"),
+        _case("digits", {"split": "Train"}, r"^split: expected one of"),
         ("charlm", {"T": 0}, r"^T: expected an integer >= 1"),
         ("charlm", {"T": 172}, r"^T: expected at most 171 \(T \+ 1 characters must fit in the 172-character test"),
-        ("charlm", {"T": 172, "split": "train"}, r"^T: expected at most 171 "),
+        ("charlm", {"T": 172, "split": "train"}, r"^T: expected at most 171 .* of the 'zen' text\), got 172"),
         ("charlm", {"split": "valid"}, r"^split: expected one of \['train', 'test'\], got 'valid'"),
-        ("charlm", {"text": "shakespeare"}, r"^text: expected one of \['zen', 'stdlib_docs'\], got 'shakespeare'"),
+        (
+            "charlm",
+            {"text": "shakespeare"},
+            r"^text: expected one of \['zen', 'stdlib_docs', 'stdlib_source'\], got 'shakespeare'",
+        ),
+        ("charlm", {"text": "zen", "path": "x.txt"}, r"^text: expected None when path is given .*, got 'zen'"),
+        ("charlm", {"T": 8, "eval_chars": 7}, r"^eval_chars: expected an integer >= 8 \(at least one window"),
+        ("charlm", {"eval_chars": 2.0}, r"^eval_chars: expected an integer, got float"),
         ("charlm", {"vocabulary": "abc"}, r"^task charlm: expected parameters among"),
     ],
 )
@@ -91,7 +120,7 @@ def test_bad_parameters_raise(name, params, error):
         make_task(name, **params)
 
 
-@pytest.mark.parametrize("name", ["sunspots", "digits", "charlm"])
+@pytest.mark.parametrize("name", [_case("sunspots"), _case("digits"), "charlm"])
 def test_bad_batch_size_raises(name):
     task = make_task(name)
     with pytest.raises(ValueError, match="^batch_size: expected an integer >= 1"):
@@ -106,13 +135,15 @@ SHAPES = [
     ("sunspots", (("T", 5), ("horizon", 3)), (5, 1), (5, 1)),
     ("digits", (), (8, 8), (10,)),
     ("digits", (("order", "pixels"), ("split", "test")), (64, 1), (10,)),
-    ("charlm", (("T", 16),), (16, 45), (16, 45)),
-    ("charlm", (("T", 100), ("split", "test")), (100, 45), (100, 45)),
-    ("charlm", (("T", 8), ("text", "stdlib_docs"), ("split", "test")), (8, 94), (8, 94)),
+    ("charlm", (("T", 16),), (16, V_ZEN), (16, V_ZEN)),
+    ("charlm", (("T", 100), ("split", "test")), (100, V_ZEN), (100, V_ZEN)),
+    ("charlm", (("T", 8), ("text", "stdlib_docs"), ("split", "test")), (8, V_DOCS), (8, V_DOCS)),
 ]
 
 
-@pytest.mark.parametrize("name, params, inputs, targets", SHAPES, ids=[f"{n}-{dict(p)}" for n, p, *_ in SHAPES])
+@pytest.mark.parametrize(
+    "name, params, inputs, targets", [_case(*case) for case in SHAPES], ids=[f"{n}-{dict(p)}" for n, p, *_ in SHAPES]
+)
 def test_shapes_dtypes_and_purity(name, params, inputs, targets):
     task, batch = _task_and_batch(name, params, 3)
     assert batch.inputs.shape == (3, *inputs) and batch.inputs.dtype == jnp.float32
@@ -127,7 +158,7 @@ def test_shapes_dtypes_and_purity(name, params, inputs, targets):
     assert not np.array_equal(batch.inputs, other.inputs)
 
 
-@pytest.mark.parametrize("name", ["sunspots", "digits", "charlm"])
+@pytest.mark.parametrize("name", [_case("sunspots"), _case("digits"), "charlm"])
 def test_make_batch_under_an_outer_jit(name):
     task, batch = _task_and_batch(name, (), 3)
     again = jax.jit(task.make_batch, static_argnums=1)(jax.random.key(0), 3)
@@ -135,24 +166,28 @@ def test_make_batch_under_an_outer_jit(name):
         np.testing.assert_array_equal(a, b)
 
 
+@DATA["sunspots"]
 def test_longest_sunspots_window_fills_the_test_part():
     batch = make_task("sunspots", T=61, split="test").make_batch(jax.random.key(0), 2)
     test = real.sunspots_split("test").values.astype(np.float32)
     np.testing.assert_array_equal(batch.inputs[:, :, 0], np.broadcast_to(test[:-1], (2, 61)))
 
 
-def test_both_splits_have_the_same_shapes():
-    cases = [
-        ("sunspots", (("T", 20), ("horizon", 2)), BIG),
-        ("digits", (("order", "pixels"),), 256),
+@pytest.mark.parametrize(
+    "name, params, size",
+    [
+        _case("sunspots", (("T", 20), ("horizon", 2)), BIG),
+        _case("digits", (("order", "pixels"),), 256),
         ("charlm", (("T", 32),), 256),
-    ]
-    for name, params, size in cases:
-        (train, a), (test, b) = (_task_and_batch(name, params + (("split", s),), size) for s in real.SPLITS)
-        assert (train.input_size, train.output_size) == (test.input_size, test.output_size)
-        assert a.inputs.shape == b.inputs.shape and a.targets.shape == b.targets.shape
-        assert train.eval_batch.inputs.shape[1:] == test.eval_batch.inputs.shape[1:] == a.inputs.shape[1:]
-        assert len(train.eval_batch.inputs) > len(test.eval_batch.inputs)
+        ("charlm", (("T", 32), ("text", "stdlib_docs")), 256),
+    ],
+)
+def test_both_splits_have_the_same_shapes(name, params, size):
+    (train, a), (test, b) = (_task_and_batch(name, params + (("split", s),), size) for s in real.SPLITS)
+    assert (train.input_size, train.output_size) == (test.input_size, test.output_size)
+    assert a.inputs.shape == b.inputs.shape and a.targets.shape == b.targets.shape
+    assert train.eval_batch.inputs.shape[1:] == test.eval_batch.inputs.shape[1:] == a.inputs.shape[1:]
+    assert len(train.eval_batch.inputs) > len(test.eval_batch.inputs)
 
 
 def _check_eval_batch(batch):
@@ -164,6 +199,7 @@ def _check_eval_batch(batch):
 # --- sunspots ----------------------------------------------------------------------------------
 
 
+@DATA["sunspots"]
 def test_sunspots_data_scale_and_time_split():
     from statsmodels.datasets import sunspots
 
@@ -178,6 +214,7 @@ def test_sunspots_data_scale_and_time_split():
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
+@DATA["sunspots"]
 def test_sunspots_batches_are_windows_of_their_split_only(split):
     T, h = 20, 2
     _, batch = _task_and_batch("sunspots", (("T", T), ("horizon", h), ("split", split)))
@@ -192,6 +229,7 @@ def test_sunspots_batches_are_windows_of_their_split_only(split):
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
+@DATA["sunspots"]
 def test_sunspots_baseline_is_persistence_as_scored(split):
     T, h = 48, 1
     task, batch = _task_and_batch("sunspots", (("split", split),))
@@ -207,6 +245,7 @@ def test_sunspots_baseline_is_persistence_as_scored(split):
 
 
 @pytest.mark.parametrize("split, T, h", [("train", 48, 1), ("test", 48, 1), ("test", 20, 3)])
+@DATA["sunspots"]
 def test_sunspots_eval_batch_is_every_window_once_and_persistence_scores_the_baseline(split, T, h):
     task = make_task("sunspots", T=T, horizon=h, split=split)
     batch = task.eval_batch
@@ -221,6 +260,7 @@ def test_sunspots_eval_batch_is_every_window_once_and_persistence_scores_the_bas
     assert float(task.metric(batch.inputs, batch)) == pytest.approx(task.baseline, rel=1e-5)
 
 
+@DATA["sunspots"]
 def test_sunspots_metric_and_solved_rule():
     task, batch = _task_and_batch("sunspots")
     assert float(task.metric(batch.targets, batch)) == 0.0
@@ -232,6 +272,7 @@ def test_sunspots_metric_and_solved_rule():
 # --- digits ------------------------------------------------------------------------------------
 
 
+@DATA["digits"]
 def test_digits_split_is_fixed_and_disjoint():
     from sklearn.datasets import load_digits
 
@@ -249,6 +290,7 @@ def test_digits_split_is_fixed_and_disjoint():
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
+@DATA["digits"]
 def test_digits_batches_hold_examples_of_their_split(split):
     task, batch = _task_and_batch("digits", (("split", split),), 256)
     inputs, labels = real.digits_split(split, "rows")
@@ -262,6 +304,7 @@ def test_digits_batches_hold_examples_of_their_split(split):
 
 
 @pytest.mark.parametrize("split, order", [("train", "rows"), ("test", "rows"), ("test", "pixels")])
+@DATA["digits"]
 def test_digits_eval_batch_is_every_example_of_the_split_once(split, order):
     task = make_task("digits", order=order, split=split)
     batch = task.eval_batch
@@ -276,6 +319,7 @@ def test_digits_eval_batch_is_every_example_of_the_split_once(split, order):
     assert float(task.metric(wrong_on_first_ten, batch)) == pytest.approx(1 - 10 / len(labels), rel=1e-6)
 
 
+@DATA["digits"]
 def test_digits_baseline_metric_and_solved_rule():
     task, batch = _task_and_batch("digits", (), 256)
     assert task.baseline == math.log(10)
@@ -295,7 +339,8 @@ def test_zen_text_without_printing(capsys):
     assert text.endswith("Namespaces are one honking great idea -- let's do more of those!")
     assert len(text) == 856
     vocabulary = real.charlm_vocabulary("zen")
-    assert vocabulary == "".join(sorted(set(text))) and len(vocabulary) == 45
+    assert vocabulary == "".join(sorted(set(text[:684]))) + real.UNKNOWN and len(vocabulary) == 45
+    assert "!" not in vocabulary  # the last character of the Zen is its only one that training never shows
 
 
 def test_stdlib_docs_text():
@@ -303,20 +348,26 @@ def test_stdlib_docs_text():
     assert json.__doc__ is None or inspect.cleandoc(json.__doc__) in text
     assert text.startswith("Command-line parsing library")
     assert len(text) > 20_000
-    assert real.charlm_vocabulary("stdlib_docs") == "".join(sorted(set(text)))
-    assert make_task("charlm", T=8, text="stdlib_docs").input_size == len(set(text))
+    train = text[: int(0.8 * len(text))]
+    assert real.charlm_vocabulary("stdlib_docs") == "".join(sorted(set(train))) + real.UNKNOWN
+    assert make_task("charlm", T=8, text="stdlib_docs").input_size == len(set(train)) + 1
 
 
 @pytest.mark.parametrize("text", ["zen", "stdlib_docs"])
 def test_charlm_split_and_vocabulary(text):
     whole, train, test = real.charlm_text(text), real.charlm_split(text, "train"), real.charlm_split(text, "test")
     assert train + test == whole and len(train) == int(0.8 * len(whole))
-    assert set(whole) == set(real.charlm_vocabulary(text))
+    assert real.charlm_split(None, "test") == real.charlm_split("zen", "test")  # no text, no path: the Zen
+    vocabulary = real.charlm_vocabulary(text)
+    assert set(vocabulary) == set(train) | {real.UNKNOWN} and vocabulary[-1] == real.UNKNOWN
+    unseen = set(test) - set(train)
     if text == "zen":
         assert (len(train), len(test)) == (684, 172) and test.endswith("let's do more of those!")
-        assert set(test) < set(whole)  # the test part lacks some characters: the vocabulary is the whole text's
+        assert unseen == {"!"}
     sizes = {make_task("charlm", T=8, text=text, split=s).input_size for s in real.SPLITS}
-    assert sizes == {len(set(whole))}
+    assert sizes == {len(set(train)) + 1}
+    np.testing.assert_array_equal(real.charlm_ids(test, vocabulary), _ids(test, vocabulary))
+    assert (real.charlm_ids(test, vocabulary) == len(vocabulary) - 1).sum() == sum(c in unseen for c in test)
     with pytest.raises(ValueError, match=r"^split: expected one of \['train', 'test'\], got 'all'"):
         real.charlm_split(text, "all")
 
@@ -331,38 +382,43 @@ def test_charlm_batches_are_next_character_windows_of_their_split(split):
         np.testing.assert_array_equal(np.asarray(one_hot).sum(-1), 1.0)
     np.testing.assert_array_equal(batch.inputs[:, 1:], batch.targets[:, :-1])
     ids = np.concatenate([np.asarray(batch.inputs).argmax(-1), np.asarray(batch.targets)[:, -1:].argmax(-1)], 1)
-    starts = {text.find("".join(vocabulary[k] for k in row)) for row in ids}
-    assert -1 not in starts  # every window lies inside its split
-    if split == "test":  # 512 draws over the 156 windows of the test part reach both ends
-        assert {0, len(text) - T - 1} <= starts
+    split_windows = _windows(_ids(text, vocabulary), T + 1)
+    matches = (ids[:, None, :] == split_windows[None]).all(-1)  # (B, windows of the split)
+    assert matches.any(1).all()  # every window lies inside its split
+    if split == "test":  # 512 draws over the 156 windows of the test part reach both ends (and the unseen "!")
+        assert matches[:, 0].any() and matches[:, -1].any()
 
 
-@pytest.mark.parametrize(
-    "text, split, T, windows",
-    [
-        ("zen", "test", 57, 3),  # 171 targets = 3 x 57: no partial window
-        ("zen", "test", 64, 3),  # 2 x 64 + 43: a last window overlapping the second, 43 steps counted
-        ("zen", "test", 171, 1),
-        ("zen", "train", 64, 11),  # 683 targets = 10 x 64 + 43
-        ("stdlib_docs", "test", 64, 118),
-    ],
-)
+_EVAL_CASES = [
+    ("zen", "test", 57, 3),  # 171 targets = 3 x 57: no partial window
+    ("zen", "test", 64, 3),  # 2 x 64 + 43: a last window overlapping the second, 43 steps counted
+    ("zen", "test", 171, 1),
+    ("zen", "train", 64, 11),  # 683 targets = 10 x 64 + 43
+    ("stdlib_docs", "test", 64, None),  # its length differs between Python versions
+    ("stdlib_docs", "train", 100, None),
+]
+
+
+@pytest.mark.parametrize("text, split, T, windows", _EVAL_CASES)
 def test_charlm_eval_batch_predicts_every_character_once(text, split, T, windows):
     task = make_task("charlm", T=T, text=text, split=split)
     batch = task.eval_batch
     _check_eval_batch(batch)
     chars, vocabulary = real.charlm_split(text, split), real.charlm_vocabulary(text)
-    assert batch.inputs.shape == (windows, T, len(vocabulary))
+    targets_of_split = len(chars) - 1
+    expected = math.ceil(targets_of_split / T)  # whole windows, then one partial window if T does not divide
+    assert windows is None or windows == expected
+    assert batch.inputs.shape == (expected, T, len(vocabulary))
     inputs, targets = np.asarray(batch.inputs).argmax(-1), np.asarray(batch.targets).argmax(-1)
     mask = np.asarray(batch.mask)
-    assert mask.sum() == len(chars) - 1
-    predicted = "".join(vocabulary[k] for k in targets[mask])  # row by row: in reading order
-    assert predicted == chars[1:]
-    for row_in, row_out in zip(inputs, targets):  # each window is T + 1 consecutive characters of the split
-        window = "".join(vocabulary[k] for k in row_in) + vocabulary[row_out[-1]]
-        assert window in chars
-        np.testing.assert_array_equal(row_in[1:], row_out[:-1])
-    assert mask[:-1].all() and mask[-1].sum() == (len(chars) - 1) - (windows - 1) * T
+    assert mask.sum() == targets_of_split
+    ids = _ids(chars, vocabulary)
+    np.testing.assert_array_equal(targets[mask], ids[1:])  # row by row: in reading order, each character once
+    starts = list(range(0, targets_of_split - T + 1, T)) + ([targets_of_split - T] if targets_of_split % T else [])
+    for start, row_in, row_out in zip(starts, inputs, targets):  # each window: T + 1 consecutive characters
+        np.testing.assert_array_equal(row_in, ids[start : start + T])
+        np.testing.assert_array_equal(row_out, ids[start + 1 : start + T + 1])
+    assert mask[:-1].all() and mask[-1].sum() == targets_of_split - (expected - 1) * T
     assert mask[-1, -1] and (mask[-1].all() or not mask[-1, 0])  # a partial window counts its last steps
 
 
@@ -371,15 +427,17 @@ def test_charlm_baseline_is_the_unigram_entropy_of_the_split_as_scored(text, spl
     T = 64
     task = make_task("charlm", T=T, text=text, split=split)
     chars, vocabulary = real.charlm_split(text, split), real.charlm_vocabulary(text)
-    counts = collections.Counter(chars[1:])  # every target character of the split, once
+    counts = collections.Counter(_ids(chars[1:], vocabulary).tolist())  # every target once, unseen ones pooled
     n = sum(counts.values())
     entropy = -sum(c / n * math.log(c / n) for c in counts.values())
     assert task.baseline == pytest.approx(entropy, rel=1e-12)
     bits = entropy / math.log(2)
     assert f"{bits:.4g} bits/char" in task.baseline_name and split in task.baseline_name
-    unigram = jnp.asarray([math.log(counts[c] / n) if counts[c] else -1e9 for c in vocabulary], jnp.float32)
+    unseen = sum(c not in vocabulary for c in chars)
+    assert (f"{unseen} character(s) unseen in training" in task.baseline_name) == (unseen > 0)
+    unigram = jnp.asarray([math.log(counts[k] / n) if counts[k] else -1e9 for k in range(len(vocabulary))])
     batch = task.eval_batch
-    logits = jnp.broadcast_to(unigram.reshape(1, 1, -1), batch.targets.shape)
+    logits = jnp.broadcast_to(unigram.astype(jnp.float32).reshape(1, 1, -1), batch.targets.shape)
     loss = _loss(task, logits, batch)
     assert loss == pytest.approx(task.baseline, rel=1e-5)  # exactly, up to float32
     assert float(task.metric(logits, batch)) == pytest.approx(bits, rel=1e-5)
@@ -401,12 +459,12 @@ def test_charlm_metric_counts_only_the_masked_steps():
 def test_charlm_metric_of_perfect_and_uniform_predictors():
     task, batch = _task_and_batch("charlm")
     assert float(task.metric(100 * batch.targets, batch)) < 1e-6
-    assert float(task.metric(jnp.zeros_like(batch.targets), batch)) == pytest.approx(math.log2(45), rel=1e-6)
+    assert float(task.metric(jnp.zeros_like(batch.targets), batch)) == pytest.approx(math.log2(V_ZEN), rel=1e-6)
 
 
 # --- sample ------------------------------------------------------------------------------------
 
-VOCAB = real.charlm_vocabulary("zen")  # 45 characters
+VOCAB = real.charlm_vocabulary("zen")  # 44 characters of the Zen's training part and UNKNOWN
 
 
 @functools.lru_cache(maxsize=None)
@@ -467,7 +525,7 @@ def test_sample_rejects_what_cannot_be_sampled():
     for length in (-1, 2.0, True):
         with pytest.raises(ValueError, match="^length: expected"):
             sample(spec, params, VOCAB, key, "a", length)
-    with pytest.raises(ValueError, match="^vocabulary: expected the model's 45 input channels and 45 output"):
+    with pytest.raises(ValueError, match=f"^vocabulary: expected the model's {V_ZEN} input channels and {V_ZEN} outp"):
         sample(spec, params, VOCAB[:-1], key, "a", 3)
     with pytest.raises(ValueError, match="^vocabulary: expected distinct characters, got 'a' repeated"):
         sample(spec, params, VOCAB[:-1] + "a", key, "a", 3)
