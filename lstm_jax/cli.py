@@ -95,10 +95,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from lstm_jax import evaluate as ev
 
-    print(
-        args.prompt
-        + ev.sample_run(args.run_dir, args.prompt, args.length, temperature=args.temperature, seed=args.seed)
-    )
+    prompt = args.prompt if args.prompt is not None else ev.default_prompt(args.run_dir)
+    print(prompt + ev.sample_run(args.run_dir, prompt, args.length, temperature=args.temperature, seed=args.seed))
     return 0
 
 
@@ -158,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(run=_eval)
     sp = commands.add_parser("sample", help="sample text from a trained character model (task charlm)")
     sp.add_argument("run_dir")
-    sp.add_argument("--prompt", default="Beautiful is", help="text the model reads first")
+    sp.add_argument(
+        "--prompt", help="text the model reads first (default: the first line of the run's own training text)"
+    )
     sp.add_argument("--length", type=_positive_int, default=200, help="characters to generate (default 200)")
     sp.add_argument("--temperature", type=float, default=0.7, help="softmax temperature > 0 (default 0.7)")
     sp.add_argument("--seed", type=_non_negative_int, default=0)

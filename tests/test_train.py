@@ -440,7 +440,7 @@ def _by_hand(name, spec, params):
         return mse, mse
     # charlm, T = 57: the 171 target characters of the Zen's test part are 3 windows of 57, each once
     text, vocabulary = real.charlm_split("zen", "test"), real.charlm_vocabulary("zen")
-    ids = np.array([vocabulary.index(c) for c in text])
+    ids = np.array([vocabulary.index(c) if c in vocabulary else len(vocabulary) - 1 for c in text])  # unseen: UNKNOWN
     chunks = np.stack([ids[s : s + 58] for s in (0, 57, 114)])
     logits = np.asarray(logits_of(jax.nn.one_hot(jnp.asarray(chunks[:, :57]), len(vocabulary))), np.float64)
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -485,6 +485,8 @@ def test_cli_sample_from_a_character_model(tmp_path, capsys):
     assert text.startswith("Beautiful") and len(text) == len("Beautiful") + 40
     assert set(text) <= set(charlm_vocabulary("zen"))
     assert cli.main(["sample", str(tmp_path / "run"), "--temperature", "0"]) == 2
+    assert cli.main(["sample", str(tmp_path / "run"), "--length", "5"]) == 0  # the prompt: the run's own text
+    assert capsys.readouterr().out.startswith("The Zen of Python, by Tim Peters")
 
 
 def test_training_with_an_embedding_input_layer(tmp_path):
