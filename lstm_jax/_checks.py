@@ -1,11 +1,64 @@
-"""Shape and dtype checks that run while tracing and raise a ValueError naming expected vs actual,
+"""Checks of the public API's arguments, each raising a ``ValueError`` ``"name: expected X, got Y"``:
+shapes and dtypes (run while tracing), options (a choice, a real bool, a real int) and PRNG keys;
 and the query they share about sharding (:func:`mesh_axes`)."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def describe(value) -> str:
+    """A bad value as messages spell it: ``None``, ``type (repr)``, or an array's type, dtype and shape."""
+    if value is None:
+        return "None"
+    if hasattr(value, "dtype") and hasattr(value, "shape") and np.ndim(value):
+        return f"{type(value).__name__} of dtype {value.dtype} and shape {tuple(value.shape)}"
+    return f"{type(value).__name__} ({value!r})"
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise unless ``value`` is one of ``choices`` (an unhashable value never is)."""
+    if not (isinstance(value, Hashable) and value in choices):
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+
+
+def is_int(value) -> bool:
+    """A Python or NumPy integer, not a bool (``True`` is an ``int`` to Python, never a size here)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(name: str, value, minimum: int | None = None) -> int:
+    """``value`` as a Python int if it is an integer (not a bool, a float or a string) ``>= minimum``."""
+    if not (is_int(value) and (minimum is None or value >= minimum)):
+        at_least = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"{name}: expected an int{at_least}, got {describe(value)}")
+    return int(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` as a Python bool if it is a Python or NumPy bool; a string such as ``"no"`` or an int
+    is a ValueError (either would be truthy or falsy by accident)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected a bool (True or False), got {describe(value)}")
+    return bool(value)
+
+
+def check_key(key, name: str = "key") -> None:
+    """Raise unless ``key`` is one PRNG key: ``jax.random.key(seed)`` (a typed key of shape ``()``) or
+    ``jax.random.PRNGKey(seed)`` (a raw uint32 array of the default implementation's key shape)."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        ok = np.ndim(key) == 0
+    else:
+        ok = dtype == np.uint32 and np.shape(key) == jax.eval_shape(jax.random.PRNGKey, 0).shape
+    if not ok:
+        raise ValueError(
+            f"{name}: expected one PRNG key, jax.random.key(seed) or jax.random.PRNGKey(seed), got {describe(key)}"
+        )
 
 
 def check_array(name: str, x) -> None:

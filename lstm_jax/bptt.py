@@ -223,6 +223,6 @@ def lstm_bptt(
     fwd = _forward(LSTM_CELL, params, head, xs, targets, carry0, loss, reduction, lengths)
     # Recompute the gates of every step at once from the stored carries (no scan needed);
     # steps: lstm_jax.fast.lstm_grad_step.
-    h_prev = jnp.concatenate([fwd.carry0.h[None], fwd.carries.h[:-1]], axis=0)
+    h_prev = fast.previous_carries(fwd.carries, fwd.carry0, False).h  # (T, *batch, D); T = 0 too
     gates = lstm_activations(fwd.zs + h_prev @ params.w_hh.T)  # [i; f; g; o], (T, *batch, 4D)
     return fwd.loss, _backward(LSTM_CELL, params, fwd, gates)

@@ -179,12 +179,22 @@ def _zeros_like_state(params, batch_shape: tuple[int, ...]) -> Array:
     return jnp.zeros((*batch_shape, params.w_hh.shape[1]), params.w_hh.dtype)
 
 
-@functools.lru_cache(maxsize=None)
+#: The simple RNN as a :class:`Cell`, one per activation ``f``: :func:`rnn_cell` returns these objects.
+#: Built once here, since two ``functools.partial`` of the same function and argument are not equal: a
+#: ``Cell`` made per call would miss the fast path's kernels (keyed by ``Cell``) and recompile under jit.
+RNN_CELLS: dict[str, Cell] = {
+    activation: Cell("rnn", 1, project_input, functools.partial(_rnn_recur, activation), _zeros_like_state)
+    for activation in ACTIVATIONS
+}
+
+
 def rnn_cell(activation: str = "tanh") -> Cell:
-    """The simple RNN as a :class:`Cell`; ``activation`` is ``f``, one of :data:`ACTIVATIONS`."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    return Cell("rnn", 1, project_input, functools.partial(_rnn_recur, activation), _zeros_like_state)
+    """The simple RNN as a :class:`Cell`; ``activation`` is ``f``, one of :data:`ACTIVATIONS`.
+
+    Every spelling of one activation gives the same object: ``rnn_cell() is rnn_cell(activation="tanh")``.
+    """
+    _checks.check_choice("activation", activation, ACTIVATIONS)
+    return RNN_CELLS[activation]
 
 
 def _lstm_zeros(params: LSTMParams, batch_shape: tuple[int, ...]) -> LSTMState:
@@ -316,6 +326,5 @@ def head(params: DenseParams, h: Array, activation: str = "identity") -> Array:
 
     For training, keep the logits :func:`dense` and use a loss from logits (:mod:`lstm_jax.losses`).
     """
-    if activation not in OUTPUT_ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {sorted(OUTPUT_ACTIVATIONS)}, got {activation!r}")
+    _checks.check_choice("activation", activation, OUTPUT_ACTIVATIONS)
     return OUTPUT_ACTIVATIONS[activation](dense(params, h))

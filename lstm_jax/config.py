@@ -41,16 +41,25 @@ from lstm_jax.unroll import IMPLS, check_options
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
 GRADIENTS = ("autodiff", "manual")
-#: The ``optim`` keys that only some optimisers or schedules use (see ``train.make_optimizer``):
-#: ``{key: (the key that chooses, the choices that use it)}``. Any other choice must leave the key
-#: at its default, so that a setting never silently does nothing.
-OPTIM_KEY_USERS = {
-    "momentum": ("name", ("rmsprop", "sgd")),
-    "weight_decay": ("name", ("adamw",)),
-    "warmup_steps": ("schedule", ("warmup_cosine",)),
-    "decay_rate": ("schedule", ("exponential",)),
-    "decay_steps": ("schedule", ("exponential",)),
+#: The keys that only some choices use, per section: ``{section: {key: (the key that chooses, the
+#: choices that use it)}}``. Any other choice must leave the key at its default, so that a setting
+#: never silently does nothing (``optim``: see ``train.make_optimizer``; ``model``: ``models.init_model``).
+KEY_USERS = {
+    "optim": {
+        "momentum": ("name", ("rmsprop", "sgd")),
+        "weight_decay": ("name", ("adamw",)),
+        "warmup_steps": ("schedule", ("warmup_cosine",)),
+        "decay_rate": ("schedule", ("exponential",)),
+        "decay_steps": ("schedule", ("exponential",)),
+    },
+    "model": {
+        "activation": ("cell", ("rnn",)),
+        "forget_bias": ("cell", ("lstm",)),
+        "input_features": ("input_layer", ("dense", "embedding")),
+    },
 }
+OPTIM_KEY_USERS = KEY_USERS["optim"]
+MODEL_KEY_USERS = KEY_USERS["model"]
 
 Scalar = typing.Union[int, float, str, bool]
 
@@ -102,7 +111,8 @@ class TaskConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelConfig:
-    """The recurrent network; ``activation`` is for the RNN only, ``forget_bias`` for the LSTM only."""
+    """The recurrent network; ``activation`` is for the RNN only, ``forget_bias`` for the LSTM only and
+    ``input_features`` for an input layer only (:data:`MODEL_KEY_USERS`): otherwise they keep their defaults."""
 
     _PATH: ClassVar[str] = "model."
     cell: str = _field("lstm", choices=CELLS)
@@ -125,6 +135,7 @@ class ModelConfig:
 
     def __post_init__(self):
         _validate(self)
+        _check_used(self)
         cell = get_cell(ModelSpec(cell=self.cell, activation=self.activation))
         try:  # the unroll's own check of impl/remat/truncate, so the rules live in one place
             check_options(
@@ -269,15 +280,15 @@ def _validate(obj) -> None:
         object.__setattr__(obj, f.name, value)
 
 
-def _check_used(optim: OptimConfig) -> None:
-    """Raise if a key of :data:`OPTIM_KEY_USERS` is not at its default while the choice ignores it."""
-    defaults = {f.name: f.default for f in dataclasses.fields(optim)}
-    for key, (chooser, users) in OPTIM_KEY_USERS.items():
-        value, chosen = getattr(optim, key), getattr(optim, chooser)
+def _check_used(section) -> None:
+    """Raise if a key of :data:`KEY_USERS` is not at its default while the section's choice ignores it."""
+    defaults, path = {f.name: f.default for f in dataclasses.fields(section)}, section._PATH
+    for key, (chooser, users) in KEY_USERS[path.rstrip(".")].items():
+        value, chosen = getattr(section, key), getattr(section, chooser)
         if chosen not in users and value != defaults[key]:
             raise ConfigError(
-                f"config: optim.{key}: expected the default {defaults[key]!r} with optim.{chooser} {chosen!r} "
-                f"(only optim.{chooser} {' or '.join(map(repr, users))} uses it), got {value!r}"
+                f"config: {path}{key}: expected the default {defaults[key]!r} with {path}{chooser} {chosen!r} "
+                f"(only {path}{chooser} {' or '.join(map(repr, users))} uses it), got {value!r}"
             )
 
 

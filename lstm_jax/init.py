@@ -57,8 +57,7 @@ INITIALIZERS = tuple(sorted(_FACTORIES))
 
 def initializer(name: str, scale: float = 1.0) -> Initializer:
     """The initialiser called ``name`` (one of :data:`INITIALIZERS`) with gain ``scale``."""
-    if name not in _FACTORIES:
-        raise ValueError(f"initializer: expected one of {list(INITIALIZERS)}, got {name!r}")
+    _checks.check_choice("initializer", name, INITIALIZERS)
     return _FACTORIES[name](scale)
 
 
@@ -73,9 +72,15 @@ def _blocks(key: Array, init: Initializer, gates: int, rows: int, cols: int, dty
     return jnp.concatenate([init(k, (rows, cols), draw_dtype) for k in keys], axis=0).astype(dtype)
 
 
+def _check_key_and_sizes(key, **sizes: int) -> None:
+    """A PRNG key and sizes that are ints >= 1 (a float or a string would fail inside JAX, a bool pass)."""
+    _checks.check_key(key)
+    for name, size in sizes.items():
+        _checks.check_int(name, size, 1)
+
+
 def _cell_weights(key, gates, input_size, hidden_size, input_init, input_scale, recurrent_init, recurrent_scale, dtype):
-    if input_size < 1 or hidden_size < 1:
-        raise ValueError(f"sizes: expected input_size >= 1 and hidden_size >= 1, got {input_size} and {hidden_size}")
+    _check_key_and_sizes(key, input_size=input_size, hidden_size=hidden_size)
     _checks.check_floating("dtype", dtype)
     k_ih, k_hh = jax.random.split(key)
     w_ih = _blocks(k_ih, initializer(input_init, input_scale), gates, hidden_size, input_size, dtype)
@@ -129,8 +134,8 @@ def init_dense(
     key: Array, input_size: int, output_size: int, *, use_bias: bool = True, init: str = "fan_in", dtype=jnp.float32
 ) -> DenseParams:
     """Head parameters V ``(N, D)`` by name and c = 0 ``(N,)`` (or None without bias)."""
-    if input_size < 1 or output_size < 1:
-        raise ValueError(f"sizes: expected input_size >= 1 and output_size >= 1, got {input_size} and {output_size}")
+    _check_key_and_sizes(key, input_size=input_size, output_size=output_size)
+    use_bias = _checks.check_bool("use_bias", use_bias)
     _checks.check_floating("dtype", dtype)
     w = _blocks(key, initializer(init), 1, output_size, input_size, dtype)
     return DenseParams(w, jnp.zeros((output_size,), dtype) if use_bias else None)
@@ -151,8 +156,10 @@ def init_layers(
     Layer 0 reads ``input_size`` features; later layers read ``hidden_size`` (``2·hidden_size``
     when bidirectional). ``kwargs`` go to ``init_fn`` (e.g. ``forget_bias``).
     """
-    if num_layers < 1:
-        raise ValueError(f"num_layers: expected >= 1, got {num_layers}")
+    _check_key_and_sizes(key, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
+    bidirectional = _checks.check_bool("bidirectional", bidirectional)
+    if not callable(init_fn):
+        raise ValueError(f"init_fn: expected a function such as init_lstm or init_rnn, got {_checks.describe(init_fn)}")
     layers = []
     for k in jax.random.split(key, num_layers):
         if bidirectional:

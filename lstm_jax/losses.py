@@ -50,11 +50,6 @@ REDUCTIONS = ("sum_over_time", "mean", "last")
 OUTPUT_ACTIVATION = {"softmax_cross_entropy": "softmax", "sigmoid_binary_cross_entropy": "sigmoid", "mse": "identity"}
 
 
-def _check_choice(name: str, value: str, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
-
-
 def _check_logits_targets(logits: Array, targets: Array) -> None:
     """Floating logits ``(..., N)`` and targets of exactly their shape and dtype (no broadcasting)."""
     _checks.check_floating("logits", logits)
@@ -66,14 +61,14 @@ def _check_logits_targets(logits: Array, targets: Array) -> None:
 
 def step_loss(kind: str, logits: Array, targets: Array) -> Array:
     """Per-step loss :math:`L_t`, reducing the last (feature) axis: ``(..., N) -> (...)``."""
-    _check_choice("loss", kind, LOSSES)
+    _checks.check_choice("loss", kind, LOSSES)
     _check_logits_targets(logits, targets)
     return _STEP_LOSSES[kind](logits, targets)
 
 
 def step_loss_grad(kind: str, logits: Array, targets: Array) -> Array:
     r"""The manual :math:`\partial L_t / \partial o_t`, ``(..., N)`` (see the module docstring)."""
-    _check_choice("loss", kind, LOSSES)
+    _checks.check_choice("loss", kind, LOSSES)
     _check_logits_targets(logits, targets)
     if kind == "softmax_cross_entropy":
         return jax.nn.softmax(logits) * targets.sum(-1, keepdims=True) - targets
@@ -102,10 +97,12 @@ def time_weights(mask: Array, reduction: str, dtype=jnp.float32) -> Array:
       reduction: ``"sum_over_time"``, ``"mean"`` or ``"last"``.
       dtype: dtype of the weights; the counts behind them are taken in at least float32.
     """
-    _check_choice("reduction", reduction, REDUCTIONS)
+    _checks.check_choice("reduction", reduction, REDUCTIONS)
     _check_mask(mask)
     _checks.check_floating("dtype", dtype)
     m = mask.astype(accumulation_dtype(dtype))
+    if not m.shape[-1]:  # T = 0: no step and no weight, as when every step is padding
+        return m.astype(dtype)
     num_sequences = max(1, m[..., 0].size)
     if reduction == "sum_over_time":
         w = m / num_sequences
@@ -127,8 +124,8 @@ def prepare(kind: str, logits: Array, targets: Array, reduction: str, mask: Arra
     are set to zero, so padding holding garbage (even NaN or inf) reaches neither the loss nor its
     gradient (a ``0 · NaN`` would).
     """
-    _check_choice("loss", kind, LOSSES)
-    _check_choice("reduction", reduction, REDUCTIONS)
+    _checks.check_choice("loss", kind, LOSSES)
+    _checks.check_choice("reduction", reduction, REDUCTIONS)
     _checks.check_floating("logits", logits)
     _checks.check_ndim("logits", logits, 2, "(*batch, T, N)")
     if not jnp.issubdtype(jnp.result_type(targets), jnp.floating):
@@ -163,7 +160,8 @@ def sequence_loss(
       mask: optional boolean ``(*batch, T)``; ``lstm_jax.unroll.valid_steps(lengths, T)`` builds it.
 
     Returns:
-      The loss, in float32 for 16-bit logits (the sum over steps is accumulated in float32).
+      The loss, in float32 for 16-bit logits (the sum over steps is accumulated in float32). With no
+      valid step at all (``T = 0``, or a mask without ``True``) it is 0 for every reduction, gradients 0.
     """
     logits, targets, mask = prepare(kind, logits, targets, reduction, mask)
     acc = accumulation_dtype(logits.dtype)

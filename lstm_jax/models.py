@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lstm_jax import _checks
 from lstm_jax.cells import DenseParams, LSTMState, dense, lstm_cell, rnn_cell
 from lstm_jax.init import init_dense, init_layers, init_lstm, init_rnn
 from lstm_jax.unroll import Bidirectional, unroll_layers
@@ -60,8 +61,7 @@ class ModelSpec(NamedTuple):
 
 def get_cell(spec: ModelSpec):
     """The :class:`~lstm_jax.cells.Cell` of ``spec``."""
-    if spec.cell not in CELLS:
-        raise ValueError(f"cell: expected one of {list(CELLS)}, got {spec.cell!r}")
+    _checks.check_choice("cell", spec.cell, CELLS)
     return lstm_cell() if spec.cell == "lstm" else rnn_cell(spec.activation)
 
 
@@ -86,8 +86,9 @@ def init_model(
     recurrent layer reads ``input_features`` features instead of ``input_size``.
     """
     get_cell(spec)
-    if input_layer not in INPUT_LAYERS:
-        raise ValueError(f"input_layer: expected one of {list(INPUT_LAYERS)}, got {input_layer!r}")
+    _checks.check_key(key)
+    _checks.check_choice("input_layer", input_layer, INPUT_LAYERS)
+    _checks.check_int("input_features", input_features, 1)
     k_layers, k_head, k_input = jax.random.split(key, 3)
     embed = None
     if input_layer != "none":
@@ -119,6 +120,7 @@ def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Ar
       inputs: ``(B, T, M)`` (any leading batch dimensions).
       lengths: optional ``(B,)`` valid steps per sequence (right padding).
     """
+    many_to_one = _checks.check_bool("spec.many_to_one", spec.many_to_one)
     if params.input is not None:
         inputs = dense(params.input, inputs)
     finals, hs = unroll_layers(
@@ -132,4 +134,4 @@ def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Ar
         truncate=spec.truncate,
         compute_dtype=spec.compute_dtype,
     )
-    return dense(params.head, _final_h(finals[-1]) if spec.many_to_one else hs)
+    return dense(params.head, _final_h(finals[-1]) if many_to_one else hs)

@@ -41,7 +41,6 @@ from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from lstm_jax import _checks, fast, pallas_lstm
 from lstm_jax.cells import LSTM_CELL, Cell, check_carry, check_input, check_params
@@ -58,6 +57,7 @@ class Bidirectional(NamedTuple):
 
 def valid_steps(lengths: Array, num_steps: int) -> Array:
     """Boolean mask ``(*batch, T)``: ``True`` where ``t < lengths`` (right padding)."""
+    num_steps = _checks.check_int("num_steps", num_steps, 0)
     _checks.check_lengths(lengths, jnp.shape(lengths), num_steps)
     return _valid_steps(lengths, num_steps)
 
@@ -178,26 +178,27 @@ class Options(NamedTuple):
 def check_options(
     cell: Cell, *, reverse=False, unroll=None, impl="auto", remat=None, truncate=None, compute_dtype=None
 ) -> Options:
-    """Validate ``impl``, ``remat``, ``truncate``, ``compute_dtype``; resolve ``unroll=None`` for the backend."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
+    """Validate ``reverse``, ``impl``, ``remat``, ``truncate``, ``compute_dtype``, ``unroll``; resolve
+    ``unroll=None`` for the backend."""
+    reverse = _checks.check_bool("reverse", reverse)
+    _checks.check_choice("impl", impl, IMPLS)
     if impl in NAMED_FAST_IMPLS and fast.kernel_for(cell) is None:
         raise ValueError(
             f"impl: expected 'auto' or 'scan' for the plain step function {cell.name} (no fast kernel), got {impl!r}"
         )
     if impl in PALLAS_IMPLS:
         _check_pallas(cell, impl)
-    if not (remat in REMATS or (_is_int(remat) and remat >= 1)):
+    if not (remat in REMATS or (_checks.is_int(remat) and remat >= 1)):
         raise ValueError(f"remat: expected one of {REMATS} or a chunk length >= 1, got {remat!r}")
     if remat == "step" and impl in NAMED_FAST_IMPLS:
         raise ValueError(f"remat: expected None, 'sqrt' or a chunk length with impl={impl!r}, got 'step'")
-    if not (truncate is None or (_is_int(truncate) and truncate >= 1)):
+    if not (truncate is None or (_checks.is_int(truncate) and truncate >= 1)):
         raise ValueError(f"truncate: expected None or a chunk length >= 1, got {truncate!r}")
     if truncate is not None and remat not in (None, truncate):
         raise ValueError(f"remat: expected None or the chunk length {truncate} of truncate, got {remat!r}")
     if compute_dtype is not None:
         compute_dtype = _check_compute_dtype(cell, compute_dtype, impl, remat)
-    if not (unroll is None or isinstance(unroll, bool) or (_is_int(unroll) and unroll >= 1)):
+    if not (unroll is None or isinstance(unroll, bool) or (_checks.is_int(unroll) and unroll >= 1)):
         raise ValueError(f"unroll: expected None, a bool or an int >= 1, got {unroll!r}")
     if unroll is None:
         unroll = DEFAULT_UNROLL.get(jax.default_backend(), 1)
@@ -236,11 +237,6 @@ def _runs_fast(cell: Cell, impl: str, remat) -> bool:
     return impl in FAST_IMPLS and remat != "step" and fast.kernel_for(cell) is not None
 
 
-def _is_int(value) -> bool:
-    """A Python or NumPy integer, not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options):
     """The recurrence over projected inputs (:func:`_project`) by the chosen implementation: ``(final carry, hs)``."""
     if _runs_fast(cell, options.impl, options.remat):
@@ -273,7 +269,7 @@ def _chunk_length(options: Options, num_steps: int) -> int | None:
         length = options.truncate
     elif options.remat == "sqrt":
         length = math.isqrt(num_steps - 1) + 1 if num_steps > 1 else 1
-    elif _is_int(options.remat):
+    elif _checks.is_int(options.remat):
         length = options.remat
     else:
         return None
@@ -445,6 +441,7 @@ def unroll(
       ValueError: when shapes or dtypes of inputs, parameters, carry or lengths do not fit.
     """
     cell = as_cell(cell)
+    time_major = _checks.check_bool("time_major", time_major)
     options = check_options(
         cell, reverse=reverse, unroll=unroll, impl=impl, remat=remat, truncate=truncate, compute_dtype=compute_dtype
     )
@@ -509,6 +506,7 @@ def unroll_layers(
       ``(final_carries, hs)``: a tuple with one final carry per layer, and the last layer's outputs.
     """
     cell = as_cell(cell)
+    time_major = _checks.check_bool("time_major", time_major)
     options = check_options(cell, unroll=unroll, impl=impl, remat=remat, truncate=truncate, compute_dtype=compute_dtype)
     if len(layers) == 0:
         raise ValueError("layers: expected at least one layer, got an empty sequence")

@@ -139,6 +139,19 @@ def test_every_named_initialiser_runs(key):
     np.testing.assert_array_equal(initializer("zeros")(key, (D, M), jnp.float32), 0)
 
 
+def test_initialisers_take_numpy_ints_and_either_kind_of_key():
+    """Strict, not narrow: NumPy integers are sizes, NumPy bools are bools, and a raw ``PRNGKey`` holds the
+    same bits as the typed key of its seed (test_bad_input has what is refused: floats, strings, ints as keys)."""
+    typed = init_lstm(jax.random.key(0), M, D)
+    assert_trees_close(init_lstm(jax.random.PRNGKey(0), np.int64(M), np.int32(D)), typed, rtol=0)
+    assert_trees_close(
+        init_dense(jax.random.PRNGKey(0), np.int16(D), N, use_bias=np.True_), init_dense(jax.random.key(0), D, N)
+    )
+    layers = init_layers(jax.random.PRNGKey(1), init_rnn, M, D, np.int8(2), bidirectional=np.bool_(True))
+    assert [type(layer).__name__ for layer in layers] == ["Bidirectional"] * 2
+    assert layers[1].forward.w_ih.shape == (D, 2 * D)
+
+
 def test_init_layers_sizes():
     layers = init_layers(jax.random.key(0), init_rnn, M, D, num_layers=3)
     assert [p.w_ih.shape for p in layers] == [(D, M), (D, D), (D, D)]

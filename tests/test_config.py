@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 from lstm_jax.config import (
+    KEY_USERS,
     Config,
     ConfigError,
     ModelConfig,
@@ -216,6 +217,62 @@ def test_a_key_the_chosen_optimiser_or_schedule_uses_is_accepted(optim):
     c = load({"task": {"name": "adding"}, "optim": optim})
     assert all(getattr(c.optim, k) == v for k, v in optim.items())
     assert config_from_dict(config_to_dict(c), tasks=TASKS) == c  # as saved: every key, defaults included
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (
+            {"activation": "relu"},
+            r"model.activation: expected the default 'tanh' with model.cell 'lstm' \(only model.cell 'rnn' "
+            r"uses it\), got 'relu'$",
+        ),
+        (
+            {"cell": "rnn", "forget_bias": 2.0},
+            r"model.forget_bias: expected the default 1.0 with model.cell 'rnn' \(only model.cell 'lstm' "
+            r"uses it\), got 2.0$",
+        ),
+        (
+            {"input_features": 64},
+            r"model.input_features: expected the default 32 with model.input_layer 'none' \(only "
+            r"model.input_layer 'dense' or 'embedding' uses it\), got 64$",
+        ),
+    ],
+)
+def test_a_key_the_chosen_cell_or_input_layer_ignores_must_keep_its_default(model, message):
+    with pytest.raises(ConfigError, match="^config: " + message):
+        load({"task": {"name": "adding"}, "model": model})
+    with pytest.raises(ConfigError, match="^config: " + message):  # --set overrides too
+        load({"task": {"name": "adding"}}, [f"model.{k}={v}" for k, v in model.items()])
+    with pytest.raises(ConfigError, match="^config: " + message):
+        ModelConfig(**model)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"cell": "rnn", "activation": "relu"},
+        {"cell": "lstm", "forget_bias": 2.0},
+        {"input_layer": "dense", "input_features": 64},
+        {"input_layer": "embedding", "input_features": 8},
+        {"cell": "rnn", "activation": "tanh", "forget_bias": 1.0, "input_features": 32},  # defaults, spelled out
+    ],
+)
+def test_a_key_the_chosen_cell_or_input_layer_uses_is_accepted(model):
+    c = load({"task": {"name": "adding"}, "model": model})
+    assert all(getattr(c.model, k) == v for k, v in model.items())
+    assert config_from_dict(config_to_dict(c), tasks=TASKS) == c
+
+
+def test_key_users_name_fields_and_choices_of_their_section():
+    """One table for both sections: each key and its chooser are fields, and the users are choices of the chooser."""
+    sections = {"optim": OptimConfig, "model": ModelConfig}
+    assert set(KEY_USERS) == set(sections)
+    for section, table in KEY_USERS.items():
+        fields = {f.name: f for f in dataclasses.fields(sections[section])}
+        for key, (chooser, users) in table.items():
+            assert key in fields and chooser in fields, (section, key)
+            assert users and set(users) < set(fields[chooser].metadata["choices"]), (section, key)
 
 
 @pytest.mark.parametrize(

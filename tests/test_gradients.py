@@ -13,7 +13,7 @@ import pytest
 from _util import assert_trees_close
 
 from lstm_jax import gradcheck
-from lstm_jax.bptt import autodiff_bptt, lstm_bptt, rnn_bptt
+from lstm_jax.bptt import autodiff_bptt, lstm_bptt, model_loss, rnn_bptt
 from lstm_jax.cells import ACTIVATIONS, lstm_cell, rnn_cell
 from lstm_jax.losses import LOSSES, REDUCTIONS
 from lstm_jax.unroll import valid_steps
@@ -130,3 +130,48 @@ def test_manual_derivatives_cover_every_activation():
     from lstm_jax.fast import DERIVATIVE_FROM_OUTPUT
 
     assert set(DERIVATIVE_FROM_OUTPUT) == set(ACTIVATIONS)
+
+
+# ---- T = 0 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_no_steps_give_loss_zero_and_zero_gradients(model, reduction):
+    """T = 0, which ``unroll`` accepts, is a batch of sequences that are all padding: the loss is 0 for every
+    reduction (``losses.sequence_loss``: no valid step, no weight) and so is every gradient, in the manual
+    BPTT, in autodiff through the scan and through the fast path, with or without ``lengths``."""
+    with jax.enable_x64(True):
+        p = gradcheck.random_problem(6, model, T=0)
+        assert p.xs.shape[-2] == 0 and p.targets.shape[-2] == 0
+        cell = rnn_cell("tanh") if model == "rnn" else lstm_cell()
+        manual = rnn_bptt if model == "rnn" else lstm_bptt
+        per_sequence = jnp.full(p.targets.shape[:-2] + p.targets.shape[-1:], 1 / p.targets.shape[-1], jnp.float64)
+        targets = per_sequence if reduction == "last" else p.targets  # "last" also takes (B, N)
+        kw = dict(loss="softmax_cross_entropy", reduction=reduction)
+        expected = jax.tree.map(jnp.zeros_like, (p.params, p.head, p.carry0))
+        for lengths in (None, p.lengths):
+            loss_m, grads_m = manual(p.params, p.head, p.xs, p.targets, p.carry0, lengths=lengths, **kw)
+            loss_a, grads_a = autodiff_bptt(cell, p.params, p.head, p.xs, targets, p.carry0, lengths=lengths, **kw)
+            for loss, grads in ((loss_m, grads_m), (loss_a, grads_a)):
+                assert loss.shape == () and loss.dtype == jnp.float64 and float(loss) == 0.0
+                assert_trees_close(tuple(grads), expected, rtol=0)
+        for impl in ("fast", "scan"):
+            value, grads = jax.value_and_grad(model_loss, argnums=(1, 2, 5))(
+                cell, p.params, p.head, p.xs, targets, p.carry0, impl=impl, **kw
+            )
+            assert float(value) == 0.0, impl
+            assert_trees_close(grads, expected, rtol=0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "last"])  # where "no step" needs a decision: no 0/0
+def test_no_steps_lose_what_sequences_of_padding_lose(reduction):
+    """The T = 0 result is the one of the same batch with T = 3 and every length 0 (where no step counts)."""
+    with jax.enable_x64(True):
+        empty = gradcheck.random_problem(7, "lstm", T=0)
+        padded = gradcheck.random_problem(7, "lstm", T=3)
+        kw = dict(loss="softmax_cross_entropy", reduction=reduction)
+        zero_lengths = jnp.zeros_like(padded.lengths)
+        assert_trees_close(
+            lstm_bptt(*empty[:5], **kw), lstm_bptt(*padded[:5], lengths=zero_lengths, **kw), rtol=0, atol=0
+        )

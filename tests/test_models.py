@@ -1,5 +1,8 @@
 """Models: stacked cells then the head, many-to-many and many-to-one."""
 
+import dataclasses
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +10,7 @@ import pytest
 from _util import assert_trees_close
 
 from lstm_jax.cells import dense
+from lstm_jax.config import MODEL_KEY_USERS, ModelConfig
 from lstm_jax.models import ModelSpec, apply_model, get_cell, init_model
 from lstm_jax.unroll import Bidirectional, unroll_layers
 
@@ -50,6 +54,55 @@ def test_many_to_one_reads_each_sequence_at_its_last_valid_step(cell, bidirectio
 def test_unknown_cell_is_rejected(key):
     with pytest.raises(ValueError, match=r"cell: expected one of \['lstm', 'rnn'\], got 'gru'"):
         init_model(key, ModelSpec(cell="gru"), M, D, N)
+
+
+# (call with a key, the argument named, expected, got)
+BAD_ARGUMENTS = [
+    (lambda k: init_model(0, ModelSpec(), M, D, N), "key", "jax.random.key(seed)", "int (0)"),
+    (lambda k: init_model(k, ModelSpec(), M, 6.0, N), "hidden_size", "an int >= 1", "float (6.0)"),
+    (lambda k: init_model(k, ModelSpec(), M, D, "5"), "output_size", "an int >= 1", "str ('5')"),
+    (lambda k: init_model(k, ModelSpec(), M, D, N, num_layers=True), "num_layers", "an int >= 1", "bool"),
+    (lambda k: init_model(k, ModelSpec(), M, D, N, bidirectional="no"), "bidirectional", "a bool", "str"),
+    (lambda k: init_model(k, ModelSpec(), M, D, N, input_features=2.5), "input_features", "an int >= 1", "2.5"),
+    (lambda k: init_model(k, ModelSpec(), M, D, N, input_layer=["dense"]), "input_layer", "'dense'", "['dense']"),
+    (lambda k: init_model(k, ModelSpec(cell=None), M, D, N), "cell", "'lstm'", "None"),
+    (
+        lambda k: apply_model(ModelSpec(many_to_one="no"), init_model(k, ModelSpec(), M, D, N), jnp.ones((B, T, M))),
+        "spec.many_to_one",
+        "a bool",
+        "str ('no')",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, name, expected, got", BAD_ARGUMENTS, ids=[c[1] for c in BAD_ARGUMENTS])
+def test_bad_arguments_name_what_was_expected(call, name, expected, got, key):
+    with pytest.raises(
+        ValueError, match=rf"^{re.escape(name)}: expected .*{re.escape(expected)}.*, got .*{re.escape(got)}"
+    ):
+        call(key)
+
+
+def test_model_key_users_agree_with_the_model(key):
+    """``config.MODEL_KEY_USERS``, which rejects model settings that would do nothing, agrees with the model:
+    a key changes the logits exactly where its chooser's value uses it."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(ModelConfig)}
+    other = {"activation": "relu", "forget_bias": 3.0, "input_features": 3}
+    assert set(other) == set(MODEL_KEY_USERS)
+    xs = jax.random.normal(key, (B, T, M))
+
+    def logits(**settings):
+        m = {**defaults, **settings}
+        spec = ModelSpec(cell=m["cell"], activation=m["activation"])
+        layer = dict(input_layer=m["input_layer"], input_features=m["input_features"], forget_bias=m["forget_bias"])
+        return np.asarray(apply_model(spec, init_model(key, spec, M, D, N, **layer), xs))
+
+    for name, value in other.items():
+        chooser, users = MODEL_KEY_USERS[name]
+        for choice in choices[chooser]:
+            changed = not np.array_equal(logits(**{chooser: choice, name: value}), logits(**{chooser: choice}))
+            assert changed == (choice in users), (name, chooser, choice)
 
 
 def test_forget_bias_reaches_the_lstm_and_is_ignored_by_the_rnn(key):

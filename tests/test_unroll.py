@@ -66,6 +66,19 @@ def test_time_major_is_a_transpose(model, key):
     assert_trees_close(jnp.swapaxes(hs_t, 0, 1), hs_b, **F32)
 
 
+def test_numpy_bools_and_ints_are_taken_as_python_ones(key):
+    """The options are strict (a string or 0/1 is no bool: test_bad_input) but take NumPy's bools and ints."""
+    cell, _, params, xs, carry0 = _setup("lstm", key)
+    xs_tm = jnp.swapaxes(xs, 0, 1)
+    expected = unroll(cell, params, xs_tm, carry0, time_major=True, reverse=True, unroll=2, remat=3)
+    got = unroll(
+        cell, params, xs_tm, carry0, time_major=np.True_, reverse=np.True_, unroll=np.int64(2), remat=np.int8(3)
+    )
+    assert_trees_close(got, expected, rtol=0)
+    layers = unroll_layers(cell, [params], xs_tm, [carry0], time_major=np.bool_(True), truncate=np.int32(2))
+    assert_trees_close(layers, unroll_layers(cell, [params], xs_tm, [carry0], time_major=True, truncate=2), rtol=0)
+
+
 @pytest.mark.parametrize("model", ["rnn", "lstm"])
 @pytest.mark.parametrize("unroll_factor", [2, 4, True])
 def test_unroll_factor_changes_nothing(model, unroll_factor, key):
