@@ -182,7 +182,8 @@ class TrainConfig:
     checkpoint_every: int = _field(500, ge=1)
     gradients: str = _field("autodiff", choices=GRADIENTS)
     stop_when_solved: bool = True
-    log_every: int = _field(10, ge=1)
+    log_every: int = _field(10, ge=1)  # progress-bar updates (each reads the loss back from the device)
+    tensorboard: bool = False  # TensorBoard event files in <run>/tensorboard (pip install 'lstm_jax[tensorboard]')
 
     def __post_init__(self):
         _validate(self)
