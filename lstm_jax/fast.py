@@ -135,7 +135,7 @@ def _lstm_hidden(carry: LSTMState) -> Array:
     return carry.h
 
 
-#: The kernel of every built-in cell (``Cell`` objects are hashable; ``rnn_cell`` is cached).
+#: The kernel of every built-in cell (``Cell`` objects are hashable; ``rnn_cell`` returns one of ``cells.RNN_CELLS``).
 KERNELS: dict[Cell, Kernel] = {
     LSTM_CELL: Kernel(_lstm_step, lstm_grad_step, _lstm_hidden),
     **{rnn_cell(a): _rnn_kernel(a) for a in ACTIVATIONS},
