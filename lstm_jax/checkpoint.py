@@ -3,11 +3,11 @@
 A checkpoint is one msgpack file, ``ckpt_<step>.msgpack``, written with
 :func:`lstm_jax.rundir.write_atomic` (temporary file, fsync, ``os.replace``): a process killed at
 any moment leaves either the previous checkpoint or the new one, never a torn file. The file is a
-msgpack map ``{"format", "sha256", "payload", "meta"}``: ``payload`` is ``flax.serialization.to_bytes``
-of the tree, ``sha256`` its SHA-256 in hex, checked on every load, so a file damaged after it was
-written (a flipped byte, a truncated copy) is detected instead of loaded; ``meta`` holds small JSON
-values (the run's wall time so far). A file written before checksums existed (a bare flax msgpack)
-still loads.
+msgpack map ``{"format", "sha256", "payload", "meta"}``: ``payload`` is
+``flax.serialization.to_bytes`` of the tree, ``meta`` small JSON values (the run's wall time so
+far), and ``sha256`` the SHA-256 of both (``meta`` as canonical JSON), checked on every load, so a
+file damaged after it was written (a flipped byte, a truncated copy) is detected instead of loaded.
+A file written before checksums existed (a bare flax msgpack) still loads.
 
 Restoring checks every leaf's shape and dtype against the template, so a checkpoint never silently
 loads into a model of another size. :func:`restore_latest` falls back from a damaged newest
@@ -17,6 +17,7 @@ checkpoint to the newest one that is intact, with a one-line warning.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 import re
@@ -58,13 +59,17 @@ def save_checkpoint(directory: str | os.PathLike, step: int, tree, *, keep: int 
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
-    payload = serialization.to_bytes(tree)
-    record = {"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
-    record["meta"] = dict(meta or {})
+    payload, meta = serialization.to_bytes(tree), dict(meta or {})
+    record = {"format": FORMAT, "sha256": _digest(payload, meta), "payload": payload, "meta": meta}
     write_atomic(path, serialization.msgpack_serialize(record))
     for old in checkpoint_steps(directory)[:-keep]:
         checkpoint_path(directory, old).unlink(missing_ok=True)
     return path
+
+
+def _digest(payload: bytes, meta: dict) -> str:
+    """SHA-256 of the payload and of ``meta`` as canonical JSON, in hex."""
+    return hashlib.sha256(payload + json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 def checkpoint_steps(directory: str | os.PathLike) -> list[int]:
@@ -92,13 +97,13 @@ def _read(path: pathlib.Path) -> tuple[bytes, dict | None]:
         ) from None
     if not (isinstance(record, dict) and record.get("format") == FORMAT):
         return data, None  # a bare flax msgpack file, from before checksums
-    payload = record.get("payload")
-    digest = hashlib.sha256(payload).hexdigest() if isinstance(payload, bytes) else None
+    payload, meta = record.get("payload"), record.get("meta")
+    digest = _digest(payload, meta) if isinstance(payload, bytes) and isinstance(meta, dict) else None
     if digest != record.get("sha256"):
         raise DamagedCheckpoint(
             f"checkpoint: expected SHA-256 {record.get('sha256')} in {path}, got {digest} (the file is damaged)"
         )
-    return payload, dict(record.get("meta") or {})
+    return payload, dict(meta)
 
 
 def _check_like(template, restored, path: pathlib.Path) -> None:

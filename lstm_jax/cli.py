@@ -9,6 +9,7 @@ checkpoints, prints one line and exits with 130 or 143 (a second signal ends it 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import sys
@@ -177,15 +178,20 @@ def _error(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Handlers first: a Ctrl-C or SIGTERM while JAX starts (seconds) is a stop request, not a traceback.
-    with signals.stop_requests() as stop:
+    try:
+        import jax
+
+        from lstm_jax.train import NonFiniteError, ResourceError, check_platform
+    except ImportError as error:
+        return _error(f"error: {error}", 2)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+    # `train` stops gracefully on SIGINT/SIGTERM, also while JAX starts its backend and compiles;
+    # the other commands keep Python's own handling (Ctrl-C: KeyboardInterrupt, caught below).
+    handlers = signals.stop_requests() if args.command == "train" else contextlib.nullcontext(signals.StopRequest())
+    with handlers as stop:
         try:
-            import jax
-
-            from lstm_jax.train import NonFiniteError, ResourceError, check_platform
-
-            if stop.signum is None:
-                check_platform()
+            check_platform()
             if stop.signum is not None:  # before any work began: nothing to save
                 return _error(f"{stop.name}: stopped before training began", 128 + stop.signum)
             return args.run(args)
@@ -195,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             return _error(str(stopped), stopped.exit_code)
         except NonFiniteError as error:
             return _error(str(error), 1)
-        except ResourceError as error:
-            return _error(f"error: {error}", 2)
-        except (ValueError, OSError, ImportError) as error:
+        except (ResourceError, ValueError, OSError, ImportError) as error:
             return _error(f"error: {error}", 2)
         except jax.errors.JaxRuntimeError as error:  # outside training (eval, sample): the device's own error
             return _error(f"error: XLA runtime error: {error}", 2)

@@ -176,7 +176,7 @@ class TrainConfig:
 
     _PATH: ClassVar[str] = "train."
     steps: int = _field(1000, ge=1)
-    batch_size: int = _field(64, ge=1)
+    batch_size: int = _field(64, ge=1, le=2**31 - 1)  # int32 sizes inside the jitted batch
     eval_every: int = _field(100, ge=1)
     eval_batches: int = _field(4, ge=1)  # generated tasks; a real-data task is scored on its whole test split
     checkpoint_every: int = _field(500, ge=1)

@@ -1,8 +1,8 @@
 """What a training run tells a person: a progress bar on a terminal, one line per evaluation in a
 batch job's log, warnings as one line, and optional TensorBoard event files.
 
-* :class:`Console` — with ``progress="auto"`` a rich progress bar on stderr when stderr is a
-  terminal, else one flushed line per evaluation on stdout (step, loss, metric, baseline, elapsed,
+* :class:`Console` — with ``progress="auto"`` a rich progress bar on stderr when stdout and stderr
+  are terminals, else one flushed line per evaluation on stdout (step, loss, metric, baseline, elapsed,
   steps/s), which is what a SLURM log or ``| tee`` shows;
 * :class:`TensorBoard` — ``train.tensorboard: true`` writes scalars with ``tensorboardX`` (the extra
   ``pip install 'lstm_jax[tensorboard]'``) to ``<run>/tensorboard``; ``tensorboard --logdir runs``.
@@ -29,14 +29,14 @@ class Console:
     """The run's console output: a progress bar (terminal) or evaluation lines (log file), or nothing.
 
     Args:
-      progress: ``True`` a bar, ``False`` evaluation lines only, ``"auto"`` a bar if stderr is a
-        terminal else lines, ``None`` silent (processes other than 0 of a multi-process run).
+      progress: ``True`` a bar, ``False`` evaluation lines only, ``"auto"`` a bar if stdout and
+        stderr are terminals else lines, ``None`` silent (processes other than 0 of a multi-process run).
       total: the run's last step; ``completed``: the step it starts from.
     """
 
     def __init__(self, progress, total: int, completed: int):
-        if progress == "auto":
-            progress = sys.stderr.isatty()
+        if progress == "auto":  # lines wherever stdout goes to a file or a pipe (`> log`, `| tee log`)
+            progress = sys.stdout.isatty() and sys.stderr.isatty()
         self.total, self.silent = total, progress is None
         self._stack = contextlib.ExitStack()
         self._bar = self._task = None

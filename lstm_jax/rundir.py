@@ -33,8 +33,6 @@ CHECKPOINTS = "checkpoints"
 CURVE = "learning_curve.png"
 LOCK = ".lock"
 TENSORBOARD = "tensorboard"
-#: What a run writes at the top of its directory (removed again if it fails before its first checkpoint).
-RUN_FILES = (CONFIG, METRICS, SUMMARY, CURVE)
 
 
 TEMPORARY_PREFIX = ".tmp_"
@@ -159,8 +157,9 @@ def lock(run_dir: str | os.PathLike):
             break
         os.close(fd)  # the file we locked was unlinked by its previous owner: lock the current one
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        owner = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
+        os.pwrite(fd, owner, 0)  # overwrite in place, then cut: a reader never sees an empty file
+        os.ftruncate(fd, len(owner))
         yield
     finally:
         with contextlib.suppress(OSError):

@@ -11,6 +11,7 @@ run uses: the same questions answered from the directory, and no writes.
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import shutil
 
@@ -132,32 +133,40 @@ class RunWriter(RunReader):
     def __init__(self, run_dir: pathlib.Path, *, tensorboard: bool = False):
         super().__init__(run_dir)
         self._tensorboard_wanted, self._tensorboard = tensorboard, None
+        self._saved_step: int | None = None  # the step this session last checkpointed or restored
 
     @contextlib.contextmanager
     def session(self):
-        """Create and lock the directory; on an exception with no checkpoint written, undo it."""
-        created = not self.run_dir.exists()
+        """Create and lock the directory; on an exception before any checkpoint exists, remove what
+        this session created (the entries that were not there before it, and the directory and its
+        parents if it made them), never what it found."""
+        new_dirs = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with rundir.lock(self.run_dir):
-            rundir.remove_temporaries(self.run_dir, self.checkpoints)  # left by a kill mid-write
-            try:
-                yield self
-            except BaseException:
-                if checkpoint.latest_step(self.checkpoints) is None:
-                    self._remove_run_files(created)
-                raise
-            finally:
-                if self._tensorboard is not None:
-                    self._tensorboard.close()
+        found = set(os.listdir(self.run_dir))
+        failed = False
+        try:
+            with rundir.lock(self.run_dir):
+                rundir.remove_temporaries(self.run_dir, self.checkpoints)  # left by a kill mid-write
+                try:
+                    yield self
+                except BaseException:
+                    failed = checkpoint.latest_step(self.checkpoints) is None
+                    if failed:  # still holding the lock: nothing else writes here meanwhile
+                        self._remove_new_entries(found)
+                    raise
+                finally:
+                    if self._tensorboard is not None:
+                        self._tensorboard.close()
+        finally:
+            if failed:  # the lock released and its file removed: the directories this session made, if empty
+                for directory in new_dirs:
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
 
-    def _remove_run_files(self, created: bool) -> None:
-        """A run that failed before its first checkpoint leaves nothing (what it created, only)."""
-        if created:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-            return
-        for name in rundir.RUN_FILES:
-            (self.run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(self.run_dir / rundir.TENSORBOARD, ignore_errors=True)
+    def _remove_new_entries(self, found: set[str]) -> None:
+        for name in set(os.listdir(self.run_dir)) - found - {rundir.LOCK}:
+            path = self.run_dir / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
     def _open_tensorboard(self) -> None:
         if self._tensorboard_wanted and self._tensorboard is None:
@@ -176,6 +185,7 @@ class RunWriter(RunReader):
     def resumed(self, config, step: int) -> None:
         from lstm_jax.config import save_config
 
+        self._saved_step = step
         rundir.truncate_metrics(self.run_dir, step)
         save_config(config, self.run_dir / rundir.CONFIG)  # it may extend train.steps
         self._open_tensorboard()
@@ -186,10 +196,13 @@ class RunWriter(RunReader):
             self._tensorboard.evaluation(record, rate)
 
     def save(self, state, wall_seconds: float, *, final: bool = False) -> None:
-        """Checkpoint ``state`` unless its step is already saved (``final``: save it again, with this wall time)."""
+        """Checkpoint ``state`` unless this session saved or restored its step already (``final``: save
+        it again, with this wall time). A damaged checkpoint skipped on resume is overwritten when
+        training reaches its step again."""
         step = int(state.step)
-        if final or checkpoint.latest_step(self.checkpoints) != step:
+        if final or step != self._saved_step:
             checkpoint.save_checkpoint(self.checkpoints, step, state, meta={"wall_seconds": wall_seconds})
+            self._saved_step = step
 
     def summary(self, summary: dict) -> None:
         rundir.write_summary(self.run_dir, summary)

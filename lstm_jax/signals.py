@@ -2,12 +2,13 @@
 
 :func:`stop_requests` installs handlers that only record the signal; the training loop polls
 :attr:`StopRequest.signum` between steps, ends the current step, checkpoints and raises
-:class:`Interrupted`. The first signal also puts the default action back, so a second Ctrl-C or
-SIGTERM ends the process at once, even while it waits inside a long XLA computation (the default
-action is the kernel's, not a Python handler that waits for the interpreter).
+:class:`Interrupted`. The first signal also puts SIGINT's default action back, so a second Ctrl-C
+ends the process at once, even while it waits inside a long XLA computation (the default action is
+the kernel's, not a Python handler that waits for the interpreter). A repeated SIGTERM (launchers
+often send it to the process and its group) does not cut the checkpoint short.
 
-The context is re-entrant: the command line enters it before importing JAX (so a signal during
-the seconds JAX takes to start is not lost) and ``fit`` enters it again, sharing one request.
+The context is re-entrant: ``lstm-jax train`` enters it before JAX starts its backend and
+compiles (seconds in which a signal is not lost) and ``fit`` enters it again, sharing one request.
 Handlers can only be installed from the main thread; elsewhere (a training run in a worker
 thread) the context does nothing and the process keeps its own handling.
 """
@@ -59,10 +60,13 @@ def stop_requests(signals=STOP_SIGNALS):
     def handle(signum, frame):
         if request.signum is None:
             request.signum = signum
-        for s in signals:  # a second signal takes the default action: terminate now
-            signal.signal(s, signal.SIG_DFL)
+        if signal.SIGINT in previous:  # a second Ctrl-C takes the default action: terminate now
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    previous = {s: signal.signal(s, handle) for s in signals}
+    # A signal the process ignores (e.g. SIGINT of a `cmd &` in a script) stays ignored.
+    previous = {s: signal.getsignal(s) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
+    for s in previous:
+        signal.signal(s, handle)
     _active = request
     try:
         yield request

@@ -319,7 +319,8 @@ def fit(config, run_dir, *, resume: bool | str = False, progress: bool | str | N
       NonFiniteError: the loss or a gradient became NaN/inf (the last good checkpoint is kept).
       Interrupted: SIGINT or SIGTERM (a checkpoint of the last finished step is kept).
     """
-    task, eval_task = tasks_for(config)
+    with resource_errors(config):  # a task may read a large text file
+        task, eval_task = tasks_for(config)
     check_trainable(config)
     if config.train.tensorboard:
         logs.require_tensorboard()
@@ -438,7 +439,15 @@ def _restore(writer, template: TrainState, console: logs.Console) -> tuple[Train
         restored = checkpoint.restore_latest(writer.checkpoints, template)
     for warning in caught:
         console.warn(str(warning.message))
-    return restored.tree, float(restored.meta.get("wall_seconds", 0.0))
+    if "wall_seconds" in restored.meta:
+        return restored.tree, float(restored.meta["wall_seconds"])
+    # A checkpoint from before checkpoints carried the wall time: the summary's, or the metrics' at its step.
+    summary_path = writer.run_dir / rundir.SUMMARY
+    summary = rundir.read_summary(writer.run_dir) if summary_path.is_file() else {}
+    if summary.get("steps") == restored.step:
+        return restored.tree, float(summary["wall_seconds"])
+    times = [r["time"] for r in writer.records() if r["step"] == restored.step]
+    return restored.tree, float(times[-1]) if times else 0.0
 
 
 def _fit(config, task: Task, eval_task: Task, writer, resume, progress, stop) -> dict:
@@ -472,9 +481,13 @@ def _fit(config, task: Task, eval_task: Task, writer, resume, progress, stop) ->
         # A resumed run that had already stopped as solved stays stopped, as the uninterrupted one did.
         status = "solved" if last is not None and last["solved"] and tc.stop_when_solved else "completed"
         first_bad = jnp.array(-1, jnp.int32)
-        done = start
+        done, interrupted = start, False
+        # One process stops at once; several agree on a stop at evaluations and checkpoints only, so
+        # that none of them dispatches a step whose all-reduce the others never join.
+        several = jax.process_count() > 1
         for step in range(start, tc.steps if status != "solved" else start):
-            if stop.signum is not None:
+            if not several and stop.signum is not None:
+                interrupted = True
                 break
             state, first_bad, metrics = step_fn(state, first_bad, batch_at(state.step))
             done = step + 1
@@ -496,10 +509,13 @@ def _fit(config, task: Task, eval_task: Task, writer, resume, progress, stop) ->
                     break
             if checkpoint_now:
                 writer.save(state, clock())
+            if several and (evaluate_now or checkpoint_now) and _stop_agreed(stop):
+                interrupted = True
+                break
         _stop_if_not_finite(writer, config, eval_task, state, first_bad, last, clock, start)
         done, wall = int(state.step), clock()
         writer.save(state, wall, final=True)  # the summary's wall time, which a resume continues from
-        if stop.signum is not None:
+        if interrupted:  # a signal after the last step changes nothing: the run ended
             status = "interrupted"
         summary = _summary(config, eval_task, last, done, wall, start, status)
         writer.summary(summary)
@@ -513,6 +529,16 @@ def _fit(config, task: Task, eval_task: Task, writer, resume, progress, stop) ->
             f"continue with the same command and --resume (or --resume auto)",
         )
     return summary
+
+
+def _stop_agreed(stop: signals.StopRequest) -> bool:
+    """Whether any process of a multi-process run got a stop signal; every process calls this at the same step."""
+    from jax.experimental import multihost_utils
+
+    signum = int(np.max(multihost_utils.process_allgather(np.int32(stop.signum or 0))))
+    if stop.signum is None and signum:
+        stop.signum = signum
+    return stop.signum is not None
 
 
 def _stop_if_not_finite(writer, config, task: Task, state, first_bad, last, clock, start: int) -> None:

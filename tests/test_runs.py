@@ -116,17 +116,17 @@ def test_stop_requests_restore_the_previous_handlers():
 
 
 def test_resume_auto_survives_kills_before_and_after_the_first_checkpoint(tmp_path):
-    sections = dict(train={"steps": 1500, "eval_every": 100, "checkpoint_every": 100, "stop_when_solved": False})
+    sections = dict(train={"steps": 2000, "eval_every": 100, "checkpoint_every": 1000, "stop_when_solved": False})
     cfg, run = _config_file(tmp_path / "c.yaml", **sections), tmp_path / "run"
     command = [*CLI, "train", str(cfg), "--out", str(run), "--resume", "auto", "--no-progress"]
     ckpts = run / rundir.CHECKPOINTS
     early = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # JAX is still starting: no checkpoint yet
-    early.kill()
+    _wait_for(lambda: (run / rundir.CONFIG).exists(), what="the run's config.yaml")
+    early.kill()  # the run has started (config, lock), not yet reached its first checkpoint
     early.wait()
-    assert checkpoint.latest_step(ckpts) is None
+    assert checkpoint.latest_step(ckpts) is None and (run / rundir.CONFIG).exists()
     later = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(lambda: (checkpoint.latest_step(ckpts) or 0) >= 200, what="a checkpoint at step 200")
+    _wait_for(lambda: (checkpoint.latest_step(ckpts) or 0) >= 1000, what="a checkpoint at step 1000")
     later.kill()
     later.wait()
     killed_at = checkpoint.latest_step(ckpts)
@@ -134,7 +134,7 @@ def test_resume_auto_survives_kills_before_and_after_the_first_checkpoint(tmp_pa
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     summary = rundir.read_summary(run)
-    assert summary["steps"] == 1500 and summary["resumed_from"] == killed_at
+    assert summary["steps"] == 2000 and summary["resumed_from"] == killed_at
     assert not (run / rundir.LOCK).exists()
     fit(small_config(**sections), tmp_path / "straight", progress=None)
     _same_params(run, tmp_path / "straight")
@@ -190,6 +190,13 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
         checkpoint.restore_latest(tmp_path, _tree())
 
 
+def test_the_checksum_covers_the_meta_too(tmp_path):
+    path = checkpoint.save_checkpoint(tmp_path, 7, _tree(), meta={"wall_seconds": 1.5})
+    path.write_bytes(path.read_bytes().replace(b"wall_seconds", b"wall_secondz"))
+    with pytest.raises(checkpoint.DamagedCheckpoint, match="SHA-256"):
+        checkpoint.restore(tmp_path, _tree(), 7)
+
+
 def test_a_checkpoint_of_another_model_is_an_error_not_a_fallback(tmp_path):
     checkpoint.save_checkpoint(tmp_path, 1, _tree())
     other = {"w": np.zeros((3, 3), np.float32), "step": np.int32(0)}
@@ -216,6 +223,25 @@ def test_resume_warns_in_one_line_and_uses_the_older_checkpoint(tmp_path, capsys
     warning = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(warning) == 1 and "skipped damaged step 40" in warning[0] and "restored step 30" in warning[0]
     assert summary["resumed_from"] == 30 and summary["steps"] == 40
+    assert checkpoint.restore(tmp_path / "run" / rundir.CHECKPOINTS, final_params(tmp_path / "run"), 40).step == 40
+
+
+def test_a_failed_start_removes_only_what_it_created(tmp_path):
+    fit(small_config(), tmp_path / "old", progress=None)
+    for step in checkpoint.checkpoint_steps(tmp_path / "old" / rundir.CHECKPOINTS):  # deleted: the rest stays
+        checkpoint.checkpoint_path(tmp_path / "old" / rundir.CHECKPOINTS, step).unlink()
+    found = sorted(p.name for p in (tmp_path / "old").iterdir())
+    with pytest.raises(ValueError, match="--resume: expected a checkpoint"):
+        fit(small_config(), tmp_path / "old", resume=True)
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == found
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    with pytest.raises(ResourceError, match="out of memory"):
+        fit(small_config(train={"batch_size": 10**9}), tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    with pytest.raises(ResourceError, match="out of memory"):
+        fit(small_config(train={"batch_size": 10**9}), tmp_path / "new" / "deeper")
+    assert not (tmp_path / "new").exists()
 
 
 def test_temporary_files_are_removed_when_a_run_starts(tmp_path):
@@ -433,7 +459,7 @@ def test_list_shows_configs_tasks_and_parameters(capsys):
     assert "configs/quickstart.yaml" in out and "Quickstart: an LSTM on the adding problem" in out
     for name in ("adding", "copy", "temporal_order", "sunspots", "digits", "charlm"):
         assert f"\n  {name} " in out
-    assert "T=100" in out or "T=" in out
+    assert "T=100, num_symbols=8, copy_length=10" in out  # copy's parameters with their defaults
     catalog = lj.catalog()
     configs = {entry.path.name for entry in catalog.configs}
     assert configs == {p.name for p in (ROOT / "configs").glob("*.yaml")}
