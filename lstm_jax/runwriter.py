@@ -33,12 +33,11 @@ STEP_FREE_SCHEDULES = ("constant", "exponential")
 
 
 def _flat(mapping, prefix: str = "") -> dict:
+    """``{"a.b.c": value}`` for nested mappings (``task.params.T`` as ``--set`` spells it)."""
     out = {}
     for key, value in mapping.items():
-        if isinstance(value, dict) and not (prefix == "task." and key == "params"):
+        if isinstance(value, dict):
             out.update(_flat(value, f"{prefix}{key}."))
-        elif isinstance(value, dict):
-            out.update({f"{prefix}{key}.{k}": v for k, v in value.items()})
         else:
             out[prefix + key] = value
     return out
@@ -166,7 +165,10 @@ class RunWriter(RunReader):
     def _remove_new_entries(self, found: set[str]) -> None:
         for name in set(os.listdir(self.run_dir)) - found - {rundir.LOCK}:
             path = self.run_dir / name
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def _open_tensorboard(self) -> None:
         if self._tensorboard_wanted and self._tensorboard is None:

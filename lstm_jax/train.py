@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pathlib
 import re
 import time
 import warnings
@@ -432,22 +431,22 @@ class _Clock:
         return self.before + time.perf_counter() - self.t0
 
 
-def _restore(writer, template: TrainState, console: logs.Console) -> tuple[TrainState, float]:
-    """``(state, wall seconds so far)`` from the newest intact checkpoint; skipped damaged ones are warned of."""
+def _restore(writer, template: TrainState) -> tuple[TrainState, float, list[str]]:
+    """``(state, wall seconds so far, warnings)`` from the newest intact checkpoint; the warnings name
+    the damaged checkpoints it skipped."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", checkpoint.CheckpointWarning)
         restored = checkpoint.restore_latest(writer.checkpoints, template)
-    for warning in caught:
-        console.warn(str(warning.message))
+    skipped = [str(w.message) for w in caught if issubclass(w.category, checkpoint.CheckpointWarning)]
     if "wall_seconds" in restored.meta:
-        return restored.tree, float(restored.meta["wall_seconds"])
+        return restored.tree, float(restored.meta["wall_seconds"]), skipped
     # A checkpoint from before checkpoints carried the wall time: the summary's, or the metrics' at its step.
     summary_path = writer.run_dir / rundir.SUMMARY
     summary = rundir.read_summary(writer.run_dir) if summary_path.is_file() else {}
     if summary.get("steps") == restored.step:
-        return restored.tree, float(summary["wall_seconds"])
+        return restored.tree, float(summary["wall_seconds"]), skipped
     times = [r["time"] for r in writer.records() if r["step"] == restored.step]
-    return restored.tree, float(times[-1]) if times else 0.0
+    return restored.tree, float(times[-1]) if times else 0.0, skipped
 
 
 def _fit(config, task: Task, eval_task: Task, writer, resume, progress, stop) -> dict:
@@ -457,20 +456,20 @@ def _fit(config, task: Task, eval_task: Task, writer, resume, progress, stop) ->
     optimizer = make_optimizer(config.optim, tc.steps)
     init_key, train_key, eval_key = run_keys(config.seed)
     spec = model_spec(config, task)
-    state, last, before = init_state(config, task, optimizer, init_key), None, 0.0
-    console = logs.Console(progress, tc.steps, 0)
+    state, last, before, skipped = init_state(config, task, optimizer, init_key), None, 0.0, []
+    if resuming:
+        state, before, skipped = _restore(writer, state)
+        writer.resumed(config, int(state.step))
+        last = next((r for r in writer.records() if r["step"] == int(state.step)), None)
+    else:
+        writer.start(config)
+    if replicated is not None:
+        state = jax.device_put(state, replicated)
+    start = int(state.step)
+    console = logs.Console(progress, tc.steps, start)
     try:
-        if resuming:
-            state, before = _restore(writer, state, console)
-            writer.resumed(config, int(state.step))
-            last = next((r for r in writer.records() if r["step"] == int(state.step)), None)
-        else:
-            writer.start(config)
-        if replicated is not None:
-            state = jax.device_put(state, replicated)
-        start = int(state.step)
-        console.close()
-        console = logs.Console(progress, tc.steps, start)
+        for message in skipped:
+            console.warn(message)
         step_fn = make_guarded_step(spec, task, optimizer, tc.gradients)
         eval_step = make_eval_step(spec, eval_task)
         batch_at = jax.jit(

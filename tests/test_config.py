@@ -196,10 +196,17 @@ def test_invalid_values_name_the_key_path(data, message):
     ],
 )
 def test_a_key_the_chosen_optimiser_or_schedule_ignores_must_keep_its_default(optim, message):
+    _assert_unused_key_rejected("optim", optim, message)
+
+
+def _assert_unused_key_rejected(section: str, keys: dict, message: str) -> None:
+    """From YAML data, from ``--set`` overrides and from the section's dataclass, the same error."""
     with pytest.raises(ConfigError, match="^config: " + message):
-        load({"task": {"name": "adding"}, "optim": optim})
+        load({"task": {"name": "adding"}, section: keys})
     with pytest.raises(ConfigError, match="^config: " + message):  # --set overrides too
-        load({"task": {"name": "adding"}}, [f"optim.{k}={v}" for k, v in optim.items()])
+        load({"task": {"name": "adding"}}, [f"{section}.{k}={v}" for k, v in keys.items()])
+    with pytest.raises(ConfigError, match="^config: " + message):
+        {"optim": OptimConfig, "model": ModelConfig}[section](**keys)
 
 
 @pytest.mark.parametrize(
@@ -240,12 +247,7 @@ def test_a_key_the_chosen_optimiser_or_schedule_uses_is_accepted(optim):
     ],
 )
 def test_a_key_the_chosen_cell_or_input_layer_ignores_must_keep_its_default(model, message):
-    with pytest.raises(ConfigError, match="^config: " + message):
-        load({"task": {"name": "adding"}, "model": model})
-    with pytest.raises(ConfigError, match="^config: " + message):  # --set overrides too
-        load({"task": {"name": "adding"}}, [f"model.{k}={v}" for k, v in model.items()])
-    with pytest.raises(ConfigError, match="^config: " + message):
-        ModelConfig(**model)
+    _assert_unused_key_rejected("model", model, message)
 
 
 @pytest.mark.parametrize(
