@@ -69,10 +69,10 @@ def settings(quick: bool, backend: str, compute: str) -> list[tuple[str, dict, o
 
 
 def _functions(loops, compute_dtype):
-    kernel = fast.KERNELS[LSTM_CELL]
+    kernel = LSTM_CELL.kernel
 
     def hs_of(w_hh, b, zs, carry0):
-        return fast.recurrence(kernel, False, loops, compute_dtype, w_hh, b, zs, carry0, None)[1]
+        return fast.recurrence(kernel, False, loops, compute_dtype, w_hh, b, (), zs, carry0, None)[1]
 
     def loss(w_hh, b, zs, carry0):
         return jnp.sum(jnp.square(hs_of(w_hh, b, zs, carry0)))

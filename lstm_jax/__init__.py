@@ -1,4 +1,4 @@
-"""lstm_jax: the simple RNN and the LSTM in JAX, with BPTT by ``jax.grad`` and by hand.
+"""lstm_jax: the simple RNN, the LSTM and the GRU in JAX, with BPTT by ``jax.grad`` and by hand.
 
 The public API, importable from the package root::
 
@@ -13,22 +13,25 @@ The trainer from Python (imported on first use, :mod:`lstm_jax.api`)::
 """
 
 from lstm_jax.article import article_lstm_step, lstm_from_article, lstm_to_article
-from lstm_jax.bptt import BPTTGrads, autodiff_bptt, lstm_bptt, model_loss, rnn_bptt
+from lstm_jax.bptt import BPTTGrads, autodiff_bptt, gru_bptt, lstm_bptt, manual_bptt, model_loss, rnn_bptt
 from lstm_jax.cells import (
     LSTM_GATE_ORDER,
     Cell,
     DenseParams,
+    GRUParams,
     LSTMParams,
     LSTMState,
     RNNParams,
     dense,
+    gru_cell,
+    gru_step,
     head,
     lstm_cell,
     lstm_step,
     rnn_cell,
     rnn_step,
 )
-from lstm_jax.init import init_dense, init_layers, init_lstm, init_rnn, initializer
+from lstm_jax.init import init_dense, init_gru, init_layers, init_lstm, init_rnn, initializer
 from lstm_jax.losses import sequence_loss, step_loss, time_weights
 from lstm_jax.unroll import Bidirectional, unroll, unroll_layers, valid_steps
 
@@ -67,6 +70,7 @@ __all__ = [
     "Cell",
     "Config",
     "DenseParams",
+    "GRUParams",
     "LSTMParams",
     "LSTMState",
     "LSTM_GATE_ORDER",
@@ -78,8 +82,12 @@ __all__ = [
     "config_from_dict",
     "dense",
     "fit",
+    "gru_bptt",
+    "gru_cell",
+    "gru_step",
     "head",
     "init_dense",
+    "init_gru",
     "init_layers",
     "init_lstm",
     "init_rnn",
@@ -91,6 +99,7 @@ __all__ = [
     "lstm_from_article",
     "lstm_step",
     "lstm_to_article",
+    "manual_bptt",
     "model_loss",
     "rnn_bptt",
     "rnn_cell",

@@ -118,3 +118,8 @@ def mesh_axes(x) -> tuple:
     """Per dimension of ``x``, the mesh axes it is sharded over under an explicit mesh (``None``: not
     sharded); all ``None`` without one, with automatic mesh axes, and inside ``jax.shard_map``."""
     return (tuple(jax.typeof(x).sharding.spec) + (None,) * x.ndim)[: x.ndim]
+
+
+def accumulation_dtype(dtype) -> jnp.dtype:
+    """float32 for 16-bit floats, else ``dtype``: step counts and sums over steps never run in 16 bits."""
+    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)

@@ -136,4 +136,3 @@ def catalog(configs_dir: str | os.PathLike | None = None) -> Catalog:
         doc = inspect.getdoc(factory) or ""
         entries.append(TaskEntry(name, doc.splitlines()[0] if doc else "", tasks.task_parameters(name)))
     return Catalog(configs, entries)
-

@@ -9,9 +9,10 @@ from :mod:`lstm_jax.losses`, :math:`L = \sum_{b,t} w_{b,t} L_t(o_t, y_t)`. Writi
    \frac{\partial L}{\partial V} = \sum_t e_t h_t^\top, \qquad
    \frac{\partial L}{\partial h_t} = V^\top e_t + (\text{what step } t{+}1 \text{ sends back}).
 
-The recursion for the last term is cell-specific (:func:`rnn_bptt`, :func:`lstm_bptt`). It runs as
-a reverse ``lax.scan`` that only produces the pre-activation gradients; the weight gradients are
-then single matmuls summed over all steps. Padded steps (``t >= length``) held the carry in the
+The recursion for the last term is cell-specific: each cell's hand-derived backward step
+(``Kernel.grad_step`` in :mod:`lstm_jax.cells`; :func:`rnn_bptt`, :func:`lstm_bptt`, :func:`gru_bptt`
+show its equations). :func:`manual_bptt` runs it as a reverse ``lax.scan`` that only produces the
+pre-activation gradients; the weight gradients are then single matmuls summed over all steps. Padded steps (``t >= length``) held the carry in the
 forward pass, so there the gradient passes through unchanged and no parameter gradient is added.
 
 ``docs/maths.md`` derives every line; ``docs/errata.md`` shows where the article's own formulas go wrong.
@@ -26,9 +27,11 @@ import jax.numpy as jnp
 
 from lstm_jax import fast
 from lstm_jax.cells import (
+    GRU_CELL,
     LSTM_CELL,
     Cell,
     DenseParams,
+    GRUParams,
     LSTMParams,
     LSTMState,
     RNNParams,
@@ -36,7 +39,7 @@ from lstm_jax.cells import (
     check_input,
     check_params,
     dense,
-    lstm_activations,
+    extras,
     rnn_cell,
 )
 from lstm_jax.losses import prepare, sequence_loss, step_loss_grad, time_weights
@@ -48,9 +51,9 @@ Array = jax.Array
 class BPTTGrads(NamedTuple):
     """Gradients of the loss, each shaped like what it differentiates."""
 
-    cell: Any  # RNNParams or LSTMParams
+    cell: Any  # RNNParams, LSTMParams or GRUParams
     head: DenseParams
-    carry0: Any  # h_0, or LSTMState(h_0, c_0)
+    carry0: Any  # h_0 (RNN, GRU), or LSTMState(h_0, c_0)
 
 
 def model_loss(
@@ -136,22 +139,66 @@ def _forward(cell, params, head, xs, targets, carry0, loss, reduction, lengths) 
     return _Forward(value, xs_tm, zs, carries, carry0, valid, dh_out, head_grads)
 
 
-def _weight_grads(dz: Array, xs: Array, h_prev: Array, params) -> Any:
-    """The weight gradients as single matmuls over all steps: Σ_t dz_t [x_t; h_{t-1}]ᵀ, Σ_t dz_t."""
-    return type(params)(
-        w_ih=fast.sum_over_steps(dz, xs),
-        w_hh=fast.sum_over_steps(dz, h_prev),
-        b=fast.sum_rows(dz),
-    )
+def manual_bptt(
+    cell: Cell,
+    params,
+    head: DenseParams,
+    xs: Array,
+    targets: Array,
+    carry0=None,
+    *,
+    loss: str,
+    reduction: str = "sum_over_time",
+    lengths: Array | None = None,
+) -> tuple[Array, BPTTGrads]:
+    r"""Manual BPTT for any cell with a hand-derived backward step (every built-in cell).
+
+    The forward scan keeps every carry; what the backward steps need besides (the LSTM's gates, the
+    GRU's gates) is recomputed for all steps at once from the stored carries, with no scan. The
+    reverse scan runs ``cell.kernel.grad_step`` (:func:`lstm_jax.fast.backward`, the fast path's
+    own), then the weight gradients are single GEMMs over all steps:
+
+    .. math::
+       \frac{\partial L}{\partial W_{ih}} = \sum_t dz_t x_t^\top, \quad
+       \frac{\partial L}{\partial W_{hh}} = \sum_t da_t h_{t-1}^\top, \quad
+       \frac{\partial L}{\partial b} = \sum_t dz_t
+
+    (:math:`da_t = dz_t` but for the GRU's candidate block).
+
+    Args:
+      cell: a :class:`~lstm_jax.cells.Cell` with a kernel (``rnn_cell(...)``, ``lstm_cell()``, ``gru_cell()``).
+      params, head: the layer and the head :math:`o_t = V h_t + c`.
+      xs: ``(*batch, T, M)``; targets: see :func:`model_loss`.
+      carry0: the initial carry; zeros when ``None``.
+      loss, reduction, lengths: as in :func:`model_loss`.
+
+    Returns:
+      ``(loss, BPTTGrads)``, equal to :func:`autodiff_bptt` to rounding.
+    """
+    if getattr(cell, "kernel", None) is None:
+        raise ValueError(
+            f"cell: expected a built-in cell with a hand-derived backward step (rnn_cell(), lstm_cell(), gru_cell()), "
+            f"got {getattr(cell, 'name', type(cell).__name__)}"
+        )
+    fwd = _forward(cell, params, head, xs, targets, carry0, loss, reduction, lengths)
+    prev = fast.previous_carries(fwd.carries, fwd.carry0, False)  # the carry before each step; T = 0 too
+    _, saved = cell.kernel.step(params.w_hh.T, extras(params), prev, fwd.zs)  # every step at once
+    return fwd.loss, _backward(cell, params, fwd, saved)
 
 
-def _backward(cell: Cell, params, fwd: _Forward, saved):
-    """The reverse scan of :mod:`lstm_jax.fast` (the per-step formulas live there), then the weight GEMMs."""
-    kernel = fast.KERNELS[cell]
+def _backward(cell: Cell, params, fwd: _Forward, saved) -> BPTTGrads:
+    """The reverse scan of :mod:`lstm_jax.fast` (the per-step formulas are the cell's kernel), then the weight GEMMs."""
     dfinal = jax.tree.map(jnp.zeros_like, fwd.carry0)
-    args = (params.w_hh, fwd.carry0, fwd.carries, saved, fwd.valid, dfinal, fwd.dh_out)
-    dcarry0, dz, h_prev = fast.backward(kernel, False, 1, *args)
-    return BPTTGrads(_weight_grads(dz, fwd.xs, h_prev, params), fwd.head_grads, dcarry0)
+    args = (params.w_hh, extras(params), fwd.carry0, fwd.carries, saved, fwd.valid, dfinal, fwd.dh_out)
+    dcarry0, grads, h_prev = fast.backward(cell.kernel, False, 1, *args)
+    dextras = fast.extra_grads(cell.kernel, False, extras(params), grads, fwd.carry0, fwd.carries, saved)
+    cell_grads = type(params)(
+        fast.sum_over_steps(grads.dz, fwd.xs),  # Σ_t dz_t x_tᵀ
+        fast.sum_over_steps(grads.recurrent, h_prev),  # Σ_t da_t h_{t-1}ᵀ
+        fast.sum_rows(grads.dz),  # Σ_t dz_t
+        *dextras,
+    )
+    return BPTTGrads(cell_grads, fwd.head_grads, dcarry0)
 
 
 def rnn_bptt(
@@ -186,9 +233,8 @@ def rnn_bptt(
       ``(loss, BPTTGrads(cell=RNNParams, head=DenseParams, carry0=dL/dh0))``, equal to
       :func:`autodiff_bptt` to rounding.
     """
-    cell = rnn_cell(activation)  # steps: lstm_jax.fast.rnn_grad_step
-    fwd = _forward(cell, params, head, xs, targets, carry0, loss, reduction, lengths)
-    return fwd.loss, _backward(cell, params, fwd, None)
+    kw = dict(loss=loss, reduction=reduction, lengths=lengths)  # steps: lstm_jax.cells.rnn_grad_step
+    return manual_bptt(rnn_cell(activation), params, head, xs, targets, carry0, **kw)
 
 
 def lstm_bptt(
@@ -220,9 +266,40 @@ def lstm_bptt(
     Returns:
       ``(loss, BPTTGrads(cell=LSTMParams, head=DenseParams, carry0=LSTMState(dL/dh0, dL/dc0)))``.
     """
-    fwd = _forward(LSTM_CELL, params, head, xs, targets, carry0, loss, reduction, lengths)
-    # Recompute the gates of every step at once from the stored carries (no scan needed);
-    # steps: lstm_jax.fast.lstm_grad_step.
-    h_prev = fast.previous_carries(fwd.carries, fwd.carry0, False).h  # (T, *batch, D); T = 0 too
-    gates = lstm_activations(fwd.zs + h_prev @ params.w_hh.T)  # [i; f; g; o], (T, *batch, 4D)
-    return fwd.loss, _backward(LSTM_CELL, params, fwd, gates)
+    kw = dict(loss=loss, reduction=reduction, lengths=lengths)  # steps: lstm_jax.cells.lstm_grad_step
+    return manual_bptt(LSTM_CELL, params, head, xs, targets, carry0, **kw)
+
+
+def gru_bptt(
+    params: GRUParams,
+    head: DenseParams,
+    xs: Array,
+    targets: Array,
+    carry0: Array | None = None,
+    *,
+    loss: str,
+    reduction: str = "sum_over_time",
+    lengths: Array | None = None,
+) -> tuple[Array, BPTTGrads]:
+    r"""Manual BPTT for the GRU (``docs/maths.md``), as a reverse ``lax.scan``.
+
+    Given :math:`dh_t = V^\top e_t + (\text{from step } t{+}1)`, with :math:`q_t = W_{hn} h_{t-1} + b_{hn}`:
+
+    .. math::
+       dz_n &= dh_t \odot (1-u_t) \odot (1-n_t^2), \quad
+       dz_u = dh_t \odot (h_{t-1} - n_t) \odot u_t(1-u_t), \quad
+       dz_r = dz_n \odot q_t \odot r_t(1-r_t) \\
+       da_t &= [dz_r; dz_u; r_t \odot dz_n], \qquad
+       dh_{t-1} = u_t \odot dh_t + W_{hh}^\top da_t \;(+\,V^\top e_{t-1}) \\
+       \frac{\partial L}{\partial W_{ih}} &= \sum_t dz_t x_t^\top, \quad
+       \frac{\partial L}{\partial W_{hh}} = \sum_t da_t h_{t-1}^\top, \quad
+       \frac{\partial L}{\partial b} = \sum_t dz_t, \quad
+       \frac{\partial L}{\partial b_{hn}} = \sum_t r_t \odot dz_{n,t}
+
+    with :math:`dz_t = [dz_r; dz_u; dz_n]` in PyTorch's gate order (r, z, n).
+
+    Returns:
+      ``(loss, BPTTGrads(cell=GRUParams, head=DenseParams, carry0=dL/dh0))``.
+    """
+    kw = dict(loss=loss, reduction=reduction, lengths=lengths)  # steps: lstm_jax.cells.gru_grad_step
+    return manual_bptt(GRU_CELL, params, head, xs, targets, carry0, **kw)

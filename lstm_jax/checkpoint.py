@@ -131,7 +131,9 @@ def restore(directory: str | os.PathLike, template, step: int) -> Restored:
         tree = serialization.from_bytes(template, payload)
     except Exception as error:  # a verified payload is another model's tree; a legacy file may be torn
         what = f"a checkpoint of this model (from the config), got another tree ({error})"
-        raise (ValueError if meta is not None else DamagedCheckpoint)(f"checkpoint: expected {what} in {path}") from None
+        raise (ValueError if meta is not None else DamagedCheckpoint)(
+            f"checkpoint: expected {what} in {path}"
+        ) from None
     _check_like(template, tree, path)
     return Restored(tree, step, meta or {})
 

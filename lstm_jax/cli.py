@@ -106,7 +106,9 @@ def _list(args: argparse.Namespace) -> int:
 
     found = catalog(args.configs)
     print("configs:")
-    paths = [os.path.relpath(c.path) if not os.path.relpath(c.path).startswith("..") else str(c.path) for c in found.configs]
+    paths = [
+        os.path.relpath(c.path) if not os.path.relpath(c.path).startswith("..") else str(c.path) for c in found.configs
+    ]
     width = max(map(len, paths), default=0)
     for path, entry in zip(paths, found.configs):
         print(f"  {path:<{width}}  {entry.purpose}")
@@ -124,9 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-jax", description="The article's RNN and LSTM in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("gradcheck", help="manual BPTT vs jax.grad vs finite differences (float64)")
-    check.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="PRNG seed of the random problem (default 0)"
-    )
+    check.add_argument("--seed", type=_non_negative_int, default=0, help="PRNG seed of the random problem (default 0)")
     check.set_defaults(run=_gradcheck)
     tr = commands.add_parser("train", help="train from a YAML config into a run directory")
     tr.add_argument("config", help="a YAML config, e.g. configs/quickstart.yaml")
@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "none (one command for jobs that may be requeued)",
     )
     tr.add_argument(
-        "--no-progress", action="store_true", help="no progress bar: one line per evaluation (the default off a terminal)"
+        "--no-progress",
+        action="store_true",
+        help="no progress bar: one line per evaluation (the default off a terminal)",
     )
     tr.set_defaults(run=_train)
     ev = commands.add_parser("eval", help="evaluate a run's latest checkpoint on held-out data")
@@ -165,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=_non_negative_int, default=0)
     sp.set_defaults(run=_sample)
     ls = commands.add_parser("list", help="the configs with their purpose, the tasks and their parameters")
-    ls.add_argument("--configs", type=_directory, help="a directory of YAML configs (default: the source tree's configs/)")
+    ls.add_argument(
+        "--configs", type=_directory, help="a directory of YAML configs (default: the source tree's configs/)"
+    )
     ls.set_defaults(run=_list)
     return parser
 

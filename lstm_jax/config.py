@@ -35,6 +35,7 @@ import yaml
 from lstm_jax.cells import ACTIVATIONS
 from lstm_jax.init import INITIALIZERS
 from lstm_jax.models import CELLS, DTYPES, INPUT_LAYERS, ModelSpec, get_cell
+from lstm_jax.registry import key_users
 from lstm_jax.rundir import write_atomic
 from lstm_jax.unroll import IMPLS, check_options
 
@@ -53,8 +54,7 @@ KEY_USERS = {
         "decay_steps": ("schedule", ("exponential",)),
     },
     "model": {
-        "activation": ("cell", ("rnn",)),
-        "forget_bias": ("cell", ("lstm",)),
+        **{key: ("cell", cells) for key, cells in key_users().items()},  # lstm_jax.registry: activation, forget_bias
         "input_features": ("input_layer", ("dense", "embedding")),
     },
 }
@@ -111,8 +111,9 @@ class TaskConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelConfig:
-    """The recurrent network; ``activation`` is for the RNN only, ``forget_bias`` for the LSTM only and
-    ``input_features`` for an input layer only (:data:`MODEL_KEY_USERS`): otherwise they keep their defaults."""
+    """The recurrent network; ``cell`` is ``"lstm"``, ``"rnn"`` or ``"gru"`` (:data:`lstm_jax.registry.CELLS`).
+    ``activation`` is for the RNN only, ``forget_bias`` for the LSTM only and ``input_features`` for an
+    input layer only (:data:`MODEL_KEY_USERS`): otherwise they keep their defaults."""
 
     _PATH: ClassVar[str] = "model."
     cell: str = _field("lstm", choices=CELLS)

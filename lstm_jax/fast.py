@@ -12,14 +12,17 @@ over all steps,
 
 :math:`\partial L/\partial b = \sum_t dz_t`, and :math:`dz_t` flows back through the hoisted input
 projection :math:`W_{ih} x_t` (:func:`project`: one more GEMM of the same form for :math:`W_{ih}`).
-The bias is added inside each step. The per-step formulas are those of the manual BPTT in
-:mod:`lstm_jax.bptt` (``docs/maths.md``): :func:`rnn_grad_step` and :func:`lstm_grad_step` are
-shared by both. The two time loops are pluggable (:class:`ScanLoops`, or the Pallas kernels of
-:mod:`lstm_jax.pallas_lstm`).
+The bias is added inside each step. The per-step formulas are each cell's
+:class:`~lstm_jax.cells.Kernel` (``docs/maths.md``), which the manual BPTT of :mod:`lstm_jax.bptt`
+runs too. A cell whose gates are not a plain sum of the two projections (the GRU) returns the
+recurrent pre-activation's gradient :math:`da_t` apart from :math:`dz_t`
+(:class:`~lstm_jax.cells.StepGrads`), and :math:`\partial L/\partial W_{hh} = \sum_t da_t h_{t-1}^\top`;
+its further parameters (the GRU's :math:`b_{hn}`), the *extras*, get their gradients from the
+stacked step gradients after the loop (``Kernel.extra_grads``). The two time loops are pluggable
+(:class:`ScanLoops`, or the Pallas kernels of :mod:`lstm_jax.pallas_lstm`).
 
-A :class:`Kernel` holds a cell's two step functions; :data:`KERNELS` maps each built-in
-:class:`~lstm_jax.cells.Cell` to its kernel. :func:`lstm_jax.unroll.unroll` uses the kernel by
-default (``impl="auto"``), and the plain scan with ``impl="scan"``.
+:func:`lstm_jax.unroll.unroll` uses a cell's kernel by default (``impl="auto"``), and the plain
+scan with ``impl="scan"``.
 
 Limits: a ``custom_vjp`` has no forward-mode derivative, so ``jax.jvp``/``jax.jacfwd`` (and
 forward-over-reverse Hessians) need ``impl="scan"``; reverse-over-reverse works, since the backward
@@ -30,121 +33,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from lstm_jax._checks import mesh_axes
-from lstm_jax.cells import ACTIVATIONS, LSTM_CELL, Cell, LSTMState, add_bias, lstm_activations, rnn_cell
-from lstm_jax.cells import lstm_activation_derivative as activation_derivative
-from lstm_jax.losses import accumulation_dtype
+from lstm_jax._checks import accumulation_dtype, mesh_axes
+from lstm_jax.cells import Kernel, StepGrads, add_bias, sum_rows
+from lstm_jax.cells import matmul as matmul  # re-exported: lstm_jax.fast.matmul
 
 Array = jax.Array
-
-#: f'(a) written in terms of h = f(a), as the article does (f' = 1 − h² for tanh).
-DERIVATIVE_FROM_OUTPUT: dict[str, Callable[[Array], Array]] = {
-    "tanh": lambda h: 1 - h**2,
-    "sigmoid": lambda h: h * (1 - h),
-    "relu": lambda h: (h > 0).astype(h.dtype),
-}
-
-
-class Kernel(NamedTuple):
-    """A cell's recurrence split for :func:`recurrence`'s ``custom_vjp``.
-
-    Attributes:
-      step: ``(w_hhᵀ, carry, z_t) -> (carry_t, saved_t)``: one forward step; ``saved_t`` is what the
-        backward step needs besides the carries (the LSTM's gate activations; ``None`` for the RNN).
-      grad_step: ``(w_hh, dcarry_t, carry_t, carry_prev, saved_t) -> (dcarry_prev, dz_t)``: given
-        ``∂L/∂carry_t`` (output gradient already added to its ``h``), the gradients of the previous
-        carry and of the pre-activation ``z_t``.
-      hidden: ``carry -> h`` (the step's output and the operand of ``W_hh``).
-    """
-
-    step: Callable[[Array, Any, Array], tuple[Any, Any]]
-    grad_step: Callable[[Array, Any, Any, Any, Any], tuple[Any, Array]]
-    hidden: Callable[[Any], Array]
-
-
-def matmul(a: Array, w: Array) -> Array:
-    """``a @ w``; when ``w`` is narrower (16-bit), ``a`` is cast to it and the product accumulates in ``a``'s dtype.
-
-    That is the ``compute_dtype`` option: matmul operands in bfloat16, the rest (the cell state, the
-    pointwise work, the sums) in the parameters' float32. (A ``compute_dtype`` wider than the
-    parameters is rejected by :func:`lstm_jax.unroll.unroll`.)
-    """
-    if a.dtype == w.dtype:
-        return a @ w
-    return jnp.matmul(a.astype(w.dtype), w, preferred_element_type=a.dtype)
-
-
-def _rnn_step(activation: str, w_t: Array, h: Array, z: Array) -> tuple[Array, None]:
-    r""":math:`h_t = f(z_t + W_{hh} h_{t-1})`, given ``w_t`` = :math:`W_{hh}^\top`."""
-    return ACTIVATIONS[activation](z + matmul(h, w_t)), None
-
-
-def rnn_grad_step(activation: str, w_hh: Array, dh: Array, h: Array, h_prev: Array, saved=None):
-    r"""One simple-RNN backward step: :math:`\delta_t = dh_t \odot f'(a_t)`, :math:`dh_{t-1} = W_{hh}^\top \delta_t`.
-
-    ``dh`` is :math:`\partial L/\partial h_t` in total (from the output and from step ``t+1``);
-    :math:`f'` is computed from :math:`h_t` (:data:`DERIVATIVE_FROM_OUTPUT`). Returns ``(dh_prev, δ_t)``.
-    """
-    delta = dh * DERIVATIVE_FROM_OUTPUT[activation](h)
-    return matmul(delta, w_hh), delta
-
-
-def _lstm_step(w_t: Array, carry: LSTMState, z: Array) -> tuple[LSTMState, Array]:
-    """The LSTM step of :mod:`lstm_jax.cells` (``w_t`` = ``w_hh.T``), also returning the gate activations."""
-    gates = lstm_activations(z + matmul(carry.h, w_t))
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c = f * carry.c + i * g
-    return LSTMState(o * jnp.tanh(c), c), gates
-
-
-def lstm_grad_step(w_hh: Array, dcarry: LSTMState, carry: LSTMState, carry_prev: LSTMState, gates):
-    r"""One LSTM backward step (``docs/maths.md``), given the fused gate activations ``[i; f; g; o]``.
-
-    .. math::
-       dc_t &\mathrel{+}= dh_t \odot o_t \odot (1 - \tanh^2 c_t), \quad
-       dz_o = dh_t \odot \tanh c_t \odot o_t(1-o_t), \quad dz_f = dc_t \odot c_{t-1} \odot f_t(1-f_t) \\
-       dz_i &= dc_t \odot \tilde c_t \odot i_t(1-i_t), \quad dz_g = dc_t \odot i_t \odot (1-\tilde c_t^2), \quad
-       dh_{t-1} = W_{hh}^\top dz_t, \quad dc_{t-1} = f_t \odot dc_t
-
-    ``dcarry`` is ``LSTMState(∂L/∂h_t in total, ∂L/∂c_t from step t+1)``. Returns
-    ``(LSTMState(dh_prev, dc_prev), dz_t)`` with ``dz_t = [dz_i; dz_f; dz_g; dz_o]``.
-    """
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    dh = dcarry.h
-    tanh_c = jnp.tanh(carry.c)
-    dc = dcarry.c + dh * o * (1 - tanh_c**2)  # back through h_t = o_t ⊙ tanh(c_t)
-    # ∂L/∂gate for (i, f, g, o): dc ⊙ c̃, dc ⊙ c_{t-1}, dc ⊙ i, dh ⊙ tanh(c_t); then through the activation
-    upstream = jnp.concatenate([dc * g, dc * carry_prev.c, dc * i, dh * tanh_c], axis=-1)
-    dz = upstream * activation_derivative(gates)
-    return LSTMState(matmul(dz, w_hh), dc * f), dz
-
-
-def _rnn_kernel(activation: str) -> Kernel:
-    def grad_step(w_hh, dh, h, h_prev, saved):
-        return rnn_grad_step(activation, w_hh, dh, h, h_prev)
-
-    return Kernel(functools.partial(_rnn_step, activation), grad_step, lambda h: h)
-
-
-def _lstm_hidden(carry: LSTMState) -> Array:
-    return carry.h
-
-
-#: The kernel of every built-in cell (``Cell`` objects are hashable; ``rnn_cell`` returns one of ``cells.RNN_CELLS``).
-KERNELS: dict[Cell, Kernel] = {
-    LSTM_CELL: Kernel(_lstm_step, lstm_grad_step, _lstm_hidden),
-    **{rnn_cell(a): _rnn_kernel(a) for a in ACTIVATIONS},
-}
-
-
-def kernel_for(cell: Cell) -> Kernel | None:
-    """The fast kernel of ``cell``, or ``None`` when it has none (a plain step function)."""
-    return KERNELS.get(cell)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,7 +57,7 @@ def _hold(valid, new, old):
     return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
 
 
-def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, b, zs, carry0, valid):
+def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, b, extras, zs, carry0, valid):
     """The forward scan; returns ``((final carry, hs), (carries, saved))``.
 
     The bias is added to each step's ``z_t`` inside the step, where XLA fuses it into the step's
@@ -177,7 +75,7 @@ def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, b, zs, 
 
     def body(carry, inputs):
         z, v = inputs
-        new, saved = kernel.step(w.T if fold else w_t_outside, carry, add_bias(z, b))
+        new, saved = kernel.step(w.T if fold else w_t_outside, extras, carry, add_bias(z, b))
         held = _hold(v, new, carry)
         return held, (held, saved)
 
@@ -201,17 +99,19 @@ class ScanLoops(NamedTuple):
 
     unroll: int | bool = 1
 
-    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, b, zs, carry0, valid):
+    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, b, extras, zs, carry0, valid):
         """``((final carry, hs), (carries, saved))``: the outputs and what the backward pass needs."""
-        return _forward(kernel, reverse, self.unroll, compute_dtype, w_hh, b, zs, carry0, valid)
+        return _forward(kernel, reverse, self.unroll, compute_dtype, w_hh, b, extras, zs, carry0, valid)
 
-    def backward(self, kernel: Kernel, reverse: bool, w_hh, carry0, carries, saved, valid, dfinal, dhs):
-        """``(∂L/∂carry0, dz, h_prev)``: see :func:`backward`."""
-        return backward(kernel, reverse, self.unroll, w_hh, carry0, carries, saved, valid, dfinal, dhs)
+    def backward(self, kernel: Kernel, reverse: bool, w_hh, extras, carry0, carries, saved, valid, dfinal, dhs):
+        """``(∂L/∂carry0, StepGrads of every step, h_prev)``: see :func:`backward`."""
+        return backward(kernel, reverse, self.unroll, w_hh, extras, carry0, carries, saved, valid, dfinal, dhs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def recurrence(kernel: Kernel, reverse: bool, loops, compute_dtype, w_hh: Array, b: Array, zs: Array, carry0, valid):
+def recurrence(
+    kernel: Kernel, reverse: bool, loops, compute_dtype, w_hh: Array, b: Array, extras: tuple, zs: Array, carry0, valid
+):
     """``(final carry, hs)`` of the recurrence over projected inputs ``zs + b``, ``zs``: ``(T, *batch, G·D)``.
 
     The same numbers as :func:`lstm_jax.unroll.scan_cell` (``valid``: ``(T, *batch)`` bool or
@@ -219,12 +119,12 @@ def recurrence(kernel: Kernel, reverse: bool, loops, compute_dtype, w_hh: Array,
     two time loops (:class:`ScanLoops` or :class:`lstm_jax.pallas_lstm.PallasLoops`); ``compute_dtype``
     (``None``: ``w_hh``'s) is the dtype of the matmul operands, forward and backward (:func:`matmul`).
     """
-    return loops.forward(kernel, reverse, compute_dtype, w_hh, b, zs, carry0, valid)[0]
+    return loops.forward(kernel, reverse, compute_dtype, w_hh, b, extras, zs, carry0, valid)[0]
 
 
-def _recurrence_fwd(kernel, reverse, loops, compute_dtype, w_hh, b, zs, carry0, valid):
-    out, (carries, saved) = loops.forward(kernel, reverse, compute_dtype, w_hh, b, zs, carry0, valid)
-    return out, (w_hh, carry0, carries, saved, valid)
+def _recurrence_fwd(kernel, reverse, loops, compute_dtype, w_hh, b, extras, zs, carry0, valid):
+    out, (carries, saved) = loops.forward(kernel, reverse, compute_dtype, w_hh, b, extras, zs, carry0, valid)
+    return out, (w_hh, extras, carry0, carries, saved, valid)
 
 
 def previous_carries(carries, carry0, reverse: bool):
@@ -237,12 +137,12 @@ def previous_carries(carries, carry0, reverse: bool):
 
 
 def _add_to_hidden(dcarry, dh):
-    """``dcarry`` with ``dh`` added to its hidden-state leaf (the RNN's carry *is* ``h``)."""
-    return dcarry._replace(h=dcarry.h + dh) if isinstance(dcarry, LSTMState) else dcarry + dh
+    """``dcarry`` with ``dh`` added to its hidden state: its ``h`` field, or itself where the carry *is* ``h``."""
+    return dcarry + dh if isinstance(dcarry, jax.Array) else dcarry._replace(h=dcarry.h + dh)
 
 
-def backward(kernel: Kernel, reverse: bool, unroll, w_hh, carry0, carries, saved, valid, dfinal, dhs):
-    """The reverse scan of BPTT: ``(∂L/∂carry0, dz (T, *batch, G·D), h_prev (T, *batch, D))``.
+def backward(kernel: Kernel, reverse: bool, unroll, w_hh, extras, carry0, carries, saved, valid, dfinal, dhs):
+    """The reverse scan of BPTT: ``(∂L/∂carry0, StepGrads (T, *batch, G·D) each, h_prev (T, *batch, D))``.
 
     Args:
       carries: the carry after every step (held at padded steps), time-major, in step order.
@@ -253,14 +153,14 @@ def backward(kernel: Kernel, reverse: bool, unroll, w_hh, carry0, carries, saved
 
     def body(dcarry, inputs):
         dh_out, carry, carry_prev, saved_t, v = inputs
-        dcarry_prev, dz = kernel.grad_step(w_hh, _add_to_hidden(dcarry, dh_out), carry, carry_prev, saved_t)
+        dcarry_prev, grads = kernel.grad_step(w_hh, extras, _add_to_hidden(dcarry, dh_out), carry, carry_prev, saved_t)
         if v is not None:  # a padded step held the carry: its gradient passes through unchanged
             dcarry_prev = _hold(v, dcarry_prev, dcarry)
-            dz = jnp.where(v[..., None], dz, jnp.zeros_like(dz))
-        return dcarry_prev, dz
+            grads = jax.tree.map(lambda g: jnp.where(v[..., None], g, jnp.zeros_like(g)), grads)
+        return dcarry_prev, grads
 
-    dcarry0, dzs = jax.lax.scan(body, dfinal, (dhs, carries, prev, saved, valid), reverse=not reverse, unroll=unroll)
-    return dcarry0, dzs, kernel.hidden(prev)
+    dcarry0, grads = jax.lax.scan(body, dfinal, (dhs, carries, prev, saved, valid), reverse=not reverse, unroll=unroll)
+    return dcarry0, grads, kernel.hidden(prev)
 
 
 #: Per backend, the largest ``dz`` (in bytes) whose transpose :func:`sum_over_steps` writes out before
@@ -298,18 +198,21 @@ def sum_over_steps(dz: Array, a: Array, compute_dtype=None) -> Array:
     return total.astype(out)
 
 
-def sum_rows(dz: Array) -> Array:
-    r""":math:`\sum_{t,b} dz_{t,b}` over all steps and batch entries, accumulated in float32 at least
-    (the bias gradient :math:`\partial L/\partial b`)."""
-    return dz.sum(tuple(range(dz.ndim - 1)), dtype=accumulation_dtype(dz.dtype)).astype(dz.dtype)
-
-
 def _recurrence_bwd(kernel, reverse, loops, compute_dtype, residuals, cotangents):
-    w_hh, carry0, carries, saved, valid = residuals
+    w_hh, extras, carry0, carries, saved, valid = residuals
     dfinal, dhs = cotangents
     w = w_hh.astype(compute_dtype or w_hh.dtype)
-    dcarry0, dzs, h_prev = loops.backward(kernel, reverse, w, carry0, carries, saved, valid, dfinal, dhs)
-    return sum_over_steps(dzs, h_prev, compute_dtype), sum_rows(dzs), dzs, dcarry0, None
+    dcarry0, grads, h_prev = loops.backward(kernel, reverse, w, extras, carry0, carries, saved, valid, dfinal, dhs)
+    dextras = extra_grads(kernel, reverse, extras, grads, carry0, carries, saved)
+    dw_hh = sum_over_steps(grads.recurrent, h_prev, compute_dtype)
+    return dw_hh, sum_rows(grads.dz), dextras, grads.dz, dcarry0, None
+
+
+def extra_grads(kernel: Kernel, reverse: bool, extras: tuple, grads: StepGrads, carry0, carries, saved) -> tuple:
+    """The gradients of a cell's extras (``Kernel.extra_grads``) from all steps' :class:`StepGrads`; ``()`` without."""
+    if not extras:
+        return ()
+    return kernel.extra_grads(extras, grads, carries, previous_carries(carries, carry0, reverse), saved)
 
 
 recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from lstm_jax.bptt import BPTTGrads, autodiff_bptt, lstm_bptt, model_loss, rnn_bptt
-from lstm_jax.cells import DenseParams, LSTMParams, LSTMState, RNNParams, lstm_cell, rnn_cell
+from lstm_jax import registry
+from lstm_jax.bptt import BPTTGrads, autodiff_bptt, manual_bptt, model_loss
+from lstm_jax.cells import DenseParams
 
 Array = jax.Array
 
@@ -118,14 +119,14 @@ def random_problem(
     def normal(*shape, scale=1.0):
         return jnp.asarray(scale * rng.standard_normal(shape), jnp.float64)
 
-    G = {"rnn": 1, "lstm": 4}.get(model)
-    if G is None:
-        raise ValueError(f"model: expected 'rnn' or 'lstm', got {model!r}")
-    cell_params = (normal(G * D, M, scale=M**-0.5), normal(G * D, D, scale=1.5 * D**-0.5), normal(G * D, scale=0.5))
-    if model == "rnn":
-        params, carry0 = RNNParams(*cell_params), normal(B, D, scale=0.5)
-    else:
-        params, carry0 = LSTMParams(*cell_params), LSTMState(normal(B, D, scale=0.5), normal(B, D))
+    entry = registry.cell_type(model)
+    shapes = jax.eval_shape(lambda: entry.init(jax.random.key(0), M, D, dtype=jnp.float64))
+    scales = {"w_ih": M**-0.5, "w_hh": 1.5 * D**-0.5}  # the biases and any further field: 0.5
+    params = type(shapes)(
+        *(normal(*leaf.shape, scale=scales.get(name, 0.5)) for name, leaf in zip(shapes._fields, shapes))
+    )
+    zeros = jax.eval_shape(lambda: registry.make_cell(model).zeros(params, (B,)))
+    carry0 = jax.tree.map(lambda leaf: normal(*leaf.shape, scale=0.5), zeros)  # h_0 (and c_0)
     head = DenseParams(normal(N, D, scale=D**-0.5), normal(N, scale=0.1))
     if loss == "softmax_cross_entropy":
         targets = jax.nn.one_hot(rng.integers(0, N, (B, T)), N, dtype=jnp.float64)
@@ -162,20 +163,16 @@ def check_model(
     """Manual vs autodiff vs finite differences for one random problem (float64 inside).
 
     Args:
-      model: ``"rnn"`` or ``"lstm"``; ``activation`` is the RNN's ``f``.
+      model: a cell name (:data:`lstm_jax.registry.CELLS`); ``activation`` is the RNN's ``f``.
       loss, reduction: as in :func:`lstm_jax.losses.sequence_loss`.
       sizes: ``B, T, M, D, N`` for :func:`random_problem`.
     """
     with jax.enable_x64(True):
         p = random_problem(seed, model, loss=loss, **sizes)
-        cell = rnn_cell(activation) if model == "rnn" else lstm_cell()
+        cell = registry.make_cell(model, activation=activation)
         kw = dict(lengths=p.lengths, loss=loss, reduction=reduction)
         _, auto = jax.jit(functools.partial(autodiff_bptt, cell, **kw))(*p[:5])
-        if model == "rnn":
-            manual_bptt = functools.partial(rnn_bptt, activation=activation, **kw)
-        else:
-            manual_bptt = functools.partial(lstm_bptt, **kw)
-        _, manual = jax.jit(manual_bptt)(*p[:5])
+        _, manual = jax.jit(functools.partial(manual_bptt, cell, **kw))(*p[:5])
 
         def loss_fn(args: BPTTGrads):
             return model_loss(cell, args.cell, args.head, p.xs, p.targets, args.carry0, **kw)
@@ -190,5 +187,5 @@ def check_model(
 
 
 def run(seed: int = 0) -> list[GradcheckRow]:
-    """The ``lstm-jax gradcheck`` report: one row for the RNN, one for the LSTM."""
-    return [check_model(model, seed) for model in ("rnn", "lstm")]
+    """The ``lstm-jax gradcheck`` report: one row per built-in cell (:data:`lstm_jax.registry.CELLS`)."""
+    return [check_model(model, seed) for model in registry.CELLS]

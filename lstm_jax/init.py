@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax import _checks
-from lstm_jax.cells import LSTM_GATE_ORDER, DenseParams, LSTMParams, RNNParams
+from lstm_jax.cells import LSTM_GATE_ORDER, DenseParams, GRUParams, LSTMParams, RNNParams
 from lstm_jax.unroll import Bidirectional
 
 Array = jax.Array
@@ -130,6 +130,25 @@ def init_lstm(
     return LSTMParams(w_ih, w_hh, b)
 
 
+def init_gru(
+    key: Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    input_init: str = "fan_in",
+    input_scale: float = 1.0,
+    recurrent_init: str = "orthogonal",
+    recurrent_scale: float = 1.0,
+    dtype=jnp.float32,
+) -> GRUParams:
+    """GRU parameters, gates (r, u, n), each block drawn apart (an orthogonal ``W_hr``, ``W_hu``, ``W_hn``);
+    biases 0 (``b`` and ``b_hn``), as flax's ``GRUCell`` and Keras's ``GRU`` start."""
+    w_ih, w_hh = _cell_weights(
+        key, 3, input_size, hidden_size, input_init, input_scale, recurrent_init, recurrent_scale, dtype
+    )
+    return GRUParams(w_ih, w_hh, jnp.zeros((3 * hidden_size,), dtype), jnp.zeros((hidden_size,), dtype))
+
+
 def init_dense(
     key: Array, input_size: int, output_size: int, *, use_bias: bool = True, init: str = "fan_in", dtype=jnp.float32
 ) -> DenseParams:
@@ -143,7 +162,7 @@ def init_dense(
 
 def init_layers(
     key: Array,
-    init_fn: Callable[..., RNNParams | LSTMParams],
+    init_fn: Callable[..., RNNParams | LSTMParams | GRUParams],
     input_size: int,
     hidden_size: int,
     num_layers: int = 1,

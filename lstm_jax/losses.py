@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from lstm_jax import _checks
+from lstm_jax._checks import accumulation_dtype
 
 Array = jax.Array
 
@@ -75,11 +76,6 @@ def step_loss_grad(kind: str, logits: Array, targets: Array) -> Array:
     if kind == "sigmoid_binary_cross_entropy":
         return jax.nn.sigmoid(logits) - targets
     return 2 * (logits - targets) / logits.shape[-1]
-
-
-def accumulation_dtype(dtype) -> jnp.dtype:
-    """float32 for 16-bit floats, else ``dtype``: step counts and sums over steps never run in 16 bits."""
-    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)
 
 
 def _check_mask(mask: Array) -> None:

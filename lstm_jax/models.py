@@ -1,4 +1,4 @@
-r"""Sequence models: an optional input layer, stacked RNN or LSTM layers from
+r"""Sequence models: an optional input layer, stacked recurrent layers (RNN, LSTM, GRU) from
 :mod:`lstm_jax.unroll`, then the article's head.
 
 .. math::
@@ -22,14 +22,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lstm_jax import _checks
-from lstm_jax.cells import DenseParams, LSTMState, dense, lstm_cell, rnn_cell
-from lstm_jax.init import init_dense, init_layers, init_lstm, init_rnn
+from lstm_jax import _checks, registry
+from lstm_jax.cells import Cell, DenseParams, dense
+from lstm_jax.init import init_dense, init_layers
+from lstm_jax.registry import CELLS
 from lstm_jax.unroll import Bidirectional, unroll_layers
 
 Array = jax.Array
 
-CELLS = ("lstm", "rnn")
+__all__ = ["CELLS", "DTYPES", "INPUT_LAYERS", "ModelParams", "ModelSpec", "apply_model", "get_cell", "init_model"]
 
 
 INPUT_LAYERS = ("none", "dense", "embedding")
@@ -41,7 +42,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float
 class ModelParams(NamedTuple):
     """All trainable arrays of a model."""
 
-    layers: tuple  # one entry per layer: RNNParams/LSTMParams, or Bidirectional of two
+    layers: tuple  # one entry per layer: the cell's params (RNNParams, LSTMParams, GRUParams), or Bidirectional of two
     head: DenseParams  # V (N, D or 2D), c (N,)
     input: DenseParams | None = None  # E (F, M), e (F,) or None; None: no input layer
 
@@ -49,7 +50,7 @@ class ModelParams(NamedTuple):
 class ModelSpec(NamedTuple):
     """The static (non-array) description a model needs to run: hashable, so jit can close over it."""
 
-    cell: str = "lstm"  # "lstm" or "rnn"
+    cell: str = "lstm"  # a name in lstm_jax.registry.CELLS: "lstm", "rnn", "gru"
     activation: str = "tanh"  # the RNN's f
     many_to_one: bool = False
     unroll: int | None = None  # lax.scan unroll factor; None: tuned per backend
@@ -59,10 +60,9 @@ class ModelSpec(NamedTuple):
     compute_dtype: str | None = None  # matmul operand dtype on the fast path (e.g. "bfloat16")
 
 
-def get_cell(spec: ModelSpec):
-    """The :class:`~lstm_jax.cells.Cell` of ``spec``."""
-    _checks.check_choice("cell", spec.cell, CELLS)
-    return lstm_cell() if spec.cell == "lstm" else rnn_cell(spec.activation)
+def get_cell(spec: ModelSpec) -> Cell:
+    """The :class:`~lstm_jax.cells.Cell` of ``spec`` (:func:`lstm_jax.registry.make_cell`)."""
+    return registry.make_cell(spec.cell, activation=spec.activation)
 
 
 def init_model(
@@ -79,8 +79,9 @@ def init_model(
     dtype=jnp.float32,
     **cell_init: Any,
 ) -> ModelParams:
-    """Parameters for :func:`apply_model`; ``cell_init`` goes to ``init_lstm``/``init_rnn``
-    (``forget_bias``, ``recurrent_init``, ``recurrent_scale``, ``input_init``).
+    """Parameters for :func:`apply_model`; ``cell_init`` goes to the cell's initialiser (``init_lstm``,
+    ``init_rnn``, ``init_gru``: ``forget_bias``, ``recurrent_init``, ``recurrent_scale``, ``input_init``),
+    without the cell-specific options that cell does not read (:func:`lstm_jax.registry.init_options`).
 
     ``input_layer`` is one of :data:`INPUT_LAYERS`; with ``"dense"`` or ``"embedding"`` the first
     recurrent layer reads ``input_features`` features instead of ``input_size``.
@@ -94,9 +95,7 @@ def init_model(
     if input_layer != "none":
         embed = init_dense(k_input, input_size, input_features, use_bias=input_layer == "dense", dtype=dtype)
         input_size = input_features
-    init_fn = init_lstm if spec.cell == "lstm" else init_rnn
-    if spec.cell == "rnn":
-        cell_init.pop("forget_bias", None)
+    init_fn, cell_init = registry.cell_type(spec.cell).init, registry.init_options(spec.cell, cell_init)
     layers = init_layers(
         k_layers, init_fn, input_size, hidden_size, num_layers, bidirectional=bidirectional, dtype=dtype, **cell_init
     )
@@ -104,11 +103,11 @@ def init_model(
     return ModelParams(layers, init_dense(k_head, features, output_size, dtype=dtype), embed)
 
 
-def _final_h(carry) -> Array:
-    """The hidden state of a layer's final carry (``h`` of an LSTM, the carry itself for an RNN)."""
+def _final_h(cell: Cell, carry) -> Array:
+    """The hidden state of a layer's final carry (``cell.kernel.hidden``: ``h`` of an LSTM, the carry of an RNN)."""
     if isinstance(carry, Bidirectional):
-        return jnp.concatenate([_final_h(carry.forward), _final_h(carry.backward)], axis=-1)
-    return carry.h if isinstance(carry, LSTMState) else carry
+        return jnp.concatenate([_final_h(cell, carry.forward), _final_h(cell, carry.backward)], axis=-1)
+    return cell.kernel.hidden(carry)
 
 
 def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Array | None = None) -> Array:
@@ -123,8 +122,9 @@ def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Ar
     many_to_one = _checks.check_bool("spec.many_to_one", spec.many_to_one)
     if params.input is not None:
         inputs = dense(params.input, inputs)
+    cell = get_cell(spec)
     finals, hs = unroll_layers(
-        get_cell(spec),
+        cell,
         params.layers,
         inputs,
         lengths=lengths,
@@ -134,4 +134,4 @@ def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Ar
         truncate=spec.truncate,
         compute_dtype=spec.compute_dtype,
     )
-    return dense(params.head, _final_h(finals[-1]) if many_to_one else hs)
+    return dense(params.head, _final_h(cell, finals[-1]) if many_to_one else hs)

@@ -38,10 +38,9 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-from lstm_jax._checks import mesh_axes
-from lstm_jax.cells import LSTMState
+from lstm_jax._checks import accumulation_dtype, mesh_axes
+from lstm_jax.cells import LSTMState, StepGrads
 from lstm_jax.fast import Kernel, mask_outputs, previous_carries
-from lstm_jax.losses import accumulation_dtype
 
 Array = jax.Array
 
@@ -71,9 +70,9 @@ class PallasLoops(NamedTuple):
     num_stages: int = 1
     reverse_tiles: bool = False
 
-    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, b, zs, carry0, valid):
+    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, b, extras, zs, carry0, valid):
         """``((final carry, hs), (carries, gates))``, as :meth:`lstm_jax.fast.ScanLoops.forward`."""
-        del kernel  # the LSTM's step is written into the kernel
+        del kernel, extras  # the LSTM's step is written into the kernel; the LSTM has no extras
         num_steps, batch_shape = zs.shape[0], zs.shape[1:-1]
         hidden = w_hh.shape[1]
         if num_steps == 0:
@@ -99,12 +98,12 @@ class PallasLoops(NamedTuple):
         final = LSTMState(carries.h[last], carries.c[last])
         return (final, mask_outputs(carries.h, valid)), (carries, flat.unsteps(gates))
 
-    def backward(self, kernel: Kernel, reverse: bool, w_hh, carry0, carries, gates, valid, dfinal, dhs):
-        """``(∂L/∂carry0, dz, h_prev)``, as :func:`lstm_jax.fast.backward`."""
-        del kernel
+    def backward(self, kernel: Kernel, reverse: bool, w_hh, extras, carry0, carries, gates, valid, dfinal, dhs):
+        """``(∂L/∂carry0, StepGrads(dz), h_prev)``, as :func:`lstm_jax.fast.backward`."""
+        del kernel, extras
         num_steps, batch_shape = dhs.shape[0], dhs.shape[1:-1]
         if num_steps == 0:
-            return dfinal, jnp.zeros((0, *batch_shape, GATES * w_hh.shape[1]), dhs.dtype), dhs
+            return dfinal, StepGrads(jnp.zeros((0, *batch_shape, GATES * w_hh.shape[1]), dhs.dtype)), dhs
         _check_local(self, dhs)
         blocks = _blocks(self, w_hh.shape[1], batch_shape, num_steps)
         flat = _Flat(batch_shape, blocks.rows)
@@ -122,7 +121,7 @@ class PallasLoops(NamedTuple):
         )
         last = num_steps % 2  # the buffer written by the last step
         dcarry0 = LSTMState(flat.unrows(dh_buffers[last]), flat.unrows(dc_buffers[last]))
-        return dcarry0, flat.unsteps(dzs), previous_carries(carries.h, carry0.h, reverse)
+        return dcarry0, StepGrads(flat.unsteps(dzs)), previous_carries(carries.h, carry0.h, reverse)
 
 
 class _Blocks(NamedTuple):

@@ -223,4 +223,3 @@ def for_this_process(run_dir, config, writes: bool) -> RunReader:
     if not writes:
         return RunReader(run_dir)
     return RunWriter(run_dir, tensorboard=config.train.tensorboard)
-

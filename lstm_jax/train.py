@@ -35,9 +35,9 @@ import numpy as np
 import optax
 
 from lstm_jax import checkpoint, logs, rundir, runwriter, signals
-from lstm_jax.bptt import lstm_bptt, rnn_bptt
+from lstm_jax.bptt import manual_bptt
 from lstm_jax.losses import sequence_loss
-from lstm_jax.models import DTYPES, ModelParams, ModelSpec, apply_model, init_model
+from lstm_jax.models import DTYPES, ModelParams, ModelSpec, apply_model, get_cell, init_model
 from lstm_jax.tasks import Batch, Task, make_task, task_parameters
 
 Array = jax.Array
@@ -164,10 +164,7 @@ def loss_and_grads(spec: ModelSpec, task: Task, gradients: str) -> Callable:
         dtype = params.head.w.dtype
         kw = dict(loss=task.loss, reduction="last" if spec.many_to_one else task.reduction)
         inputs, targets = batch.inputs.astype(dtype), batch.targets.astype(dtype)
-        if spec.cell == "lstm":
-            loss, g = lstm_bptt(layer, params.head, inputs, targets, **kw)
-        else:
-            loss, g = rnn_bptt(layer, params.head, inputs, targets, activation=spec.activation, **kw)
+        loss, g = manual_bptt(get_cell(spec), layer, params.head, inputs, targets, **kw)
         return loss, ModelParams((g.cell,), g.head, None)
 
     return manual

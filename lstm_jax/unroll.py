@@ -1,6 +1,6 @@
 r"""Unroll any cell over a batch of sequences with ``jax.lax.scan``.
 
-A cell is a :class:`~lstm_jax.cells.Cell` (``rnn_cell(...)``, ``lstm_cell()``), or any plain step
+A cell is a :class:`~lstm_jax.cells.Cell` (``rnn_cell(...)``, ``lstm_cell()``, ``gru_cell()``), or any plain step
 function ``step(params, carry, x) -> (carry, y)`` (then nothing is hoisted and ``carry0`` must be
 given).
 
@@ -42,8 +42,8 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from lstm_jax import _checks, fast, pallas_lstm
-from lstm_jax.cells import LSTM_CELL, Cell, check_carry, check_input, check_params
+from lstm_jax import _checks, fast
+from lstm_jax.cells import LSTM_CELL, Cell, check_carry, check_input, check_params, extras
 
 Array = jax.Array
 
@@ -80,7 +80,7 @@ def as_cell(cell_or_step) -> Cell:
     if callable(cell_or_step):
         return Cell(getattr(cell_or_step, "__name__", "step"), 0, lambda params, x: x, cell_or_step, None)
     raise ValueError(
-        "cell: expected a Cell (rnn_cell(), lstm_cell()) or a step function (params, carry, x) -> (carry, y), "
+        "cell: expected a Cell (rnn_cell(), lstm_cell(), gru_cell()) or a step function (params, carry, x) -> (carry, y), "
         f"got {type(cell_or_step).__name__}"
     )
 
@@ -182,7 +182,7 @@ def check_options(
     ``unroll=None`` for the backend."""
     reverse = _checks.check_bool("reverse", reverse)
     _checks.check_choice("impl", impl, IMPLS)
-    if impl in NAMED_FAST_IMPLS and fast.kernel_for(cell) is None:
+    if impl in NAMED_FAST_IMPLS and cell.kernel is None:
         raise ValueError(
             f"impl: expected 'auto' or 'scan' for the plain step function {cell.name} (no fast kernel), got {impl!r}"
         )
@@ -234,14 +234,14 @@ def _check_compute_dtype(cell: Cell, compute_dtype, impl: str, remat) -> jnp.dty
 
 def _runs_fast(cell: Cell, impl: str, remat) -> bool:
     """Whether the fast path runs: a cell with a kernel, ``impl`` not ``"scan"``, ``remat`` not ``"step"``."""
-    return impl in FAST_IMPLS and remat != "step" and fast.kernel_for(cell) is not None
+    return impl in FAST_IMPLS and remat != "step" and cell.kernel is not None
 
 
 def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options):
     """The recurrence over projected inputs (:func:`_project`) by the chosen implementation: ``(final carry, hs)``."""
     if _runs_fast(cell, options.impl, options.remat):
-        args = (fast.kernel_for(cell), options.reverse, _loops(options), options.compute_dtype)
-        return fast.recurrence(*args, params.w_hh, params.b, zs, carry0, valid)
+        args = (cell.kernel, options.reverse, _loops(options), options.compute_dtype)
+        return fast.recurrence(*args, params.w_hh, params.b, extras(params), zs, carry0, valid)
     if options.remat == "step":
         recur = jax.checkpoint(cell.recur)
         cell = cell._replace(recur=recur)
@@ -251,6 +251,8 @@ def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options):
 def _loops(options: Options):
     """The fast path's time loops: ``lax.scan`` or the Pallas kernels."""
     if options.impl in PALLAS_IMPLS:
+        from lstm_jax import pallas_lstm  # only here: importing Pallas costs time and is useless on a CPU
+
         return pallas_lstm.PallasLoops(interpret=options.impl == "pallas_interpret")
     return fast.ScanLoops(options.unroll)
 

@@ -119,7 +119,7 @@ def test_frozen_hashable_and_picklable():
         ({"model": 3}, r"model: expected a mapping, got int \(3\)"),
         (
             {"model": {"cell": "lsmt"}},
-            r"model.cell: expected one of \['lstm', 'rnn'\], got 'lsmt'; did you mean 'lstm'",
+            r"model.cell: expected one of \['rnn', 'lstm', 'gru'\], got 'lsmt'; did you mean 'lstm'",
         ),
         ({"optim": {"name": "adamw2"}}, "optim.name: .*got 'adamw2'; did you mean 'adamw'"),
         ({"optim": {"schedule": "cosin"}}, "optim.schedule: .*did you mean 'cosine'"),

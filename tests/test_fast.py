@@ -201,12 +201,13 @@ def test_truncated_bptt(name, key):
 
 
 def test_kernels_cover_every_builtin_cell():
-    from lstm_jax.cells import ACTIVATIONS
+    from lstm_jax import registry
+    from lstm_jax.cells import ACTIVATIONS, BUILTIN_CELLS
+    from lstm_jax.unroll import as_cell
 
-    assert fast.kernel_for(lstm_cell()) is not None
-    for activation in ACTIVATIONS:
-        assert fast.kernel_for(rnn_cell(activation)) is not None
-    assert fast.kernel_for(lstm_cell()._replace(name="custom")) is None
+    assert all(cell.kernel is not None for cell in BUILTIN_CELLS)
+    assert {registry.make_cell(name, activation=a) for name in registry.CELLS for a in ACTIVATIONS} <= set(BUILTIN_CELLS)
+    assert as_cell(lambda params, carry, x: (carry, x)).kernel is None  # a plain step function has none
 
 
 def test_default_unroll_per_backend():
@@ -336,7 +337,7 @@ def test_recurrence_shapes(key):
     """The kernel-level API: time-major projected inputs in, ``(final carry, hs)`` out."""
     cell, params, xs, carry0, _ = _problem("lstm", key, batch=(2,), T=5, dtype=jnp.float32)
     zs = fast.input_projection(params.w_ih, jnp.moveaxis(xs, -2, 0))  # the bias is added in the steps
-    args = (fast.KERNELS[cell], False, fast.ScanLoops(1), None, params.w_hh, params.b, zs, carry0, None)
+    args = (cell.kernel, False, fast.ScanLoops(1), None, params.w_hh, params.b, (), zs, carry0, None)
     carry, hs = fast.recurrence(*args)
     assert isinstance(carry, LSTMState) and carry.h.shape == carry.c.shape == (2, D)
     assert hs.shape == (5, 2, D)
@@ -354,7 +355,7 @@ def test_recurrence_bias_gradient_is_the_sum_of_dz(key):
 
         def loss(b, zs):
             carry, hs = fast.recurrence(
-                fast.KERNELS[cell], False, fast.ScanLoops(), None, params.w_hh, b, zs, carry0, valid
+                cell.kernel, False, fast.ScanLoops(), None, params.w_hh, b, (), zs, carry0, valid
             )
             return jnp.sum(jnp.sin(hs)) + jnp.sum(carry.c**2)
 

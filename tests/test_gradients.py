@@ -127,7 +127,7 @@ def test_finite_differences_probe_every_leaf():
 
 
 def test_manual_derivatives_cover_every_activation():
-    from lstm_jax.fast import DERIVATIVE_FROM_OUTPUT
+    from lstm_jax.cells import DERIVATIVE_FROM_OUTPUT
 
     assert set(DERIVATIVE_FROM_OUTPUT) == set(ACTIVATIONS)
 

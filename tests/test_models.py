@@ -52,8 +52,8 @@ def test_many_to_one_reads_each_sequence_at_its_last_valid_step(cell, bidirectio
 
 
 def test_unknown_cell_is_rejected(key):
-    with pytest.raises(ValueError, match=r"cell: expected one of \['lstm', 'rnn'\], got 'gru'"):
-        init_model(key, ModelSpec(cell="gru"), M, D, N)
+    with pytest.raises(ValueError, match=r"cell: expected one of \['rnn', 'lstm', 'gru'\], got 'lstm2'"):
+        init_model(key, ModelSpec(cell="lstm2"), M, D, N)
 
 
 # (call with a key, the argument named, expected, got)

@@ -139,11 +139,11 @@ def test_pallas_tile_order_does_not_matter(key):
         params, xs, carry0, lengths = _problem(key)
         zs = fast.input_projection(params.w_ih, jnp.moveaxis(xs, -2, 0))
         valid = jnp.moveaxis(valid_steps(lengths, xs.shape[-2]), -1, 0)
-        kernel = fast.KERNELS[LSTM_CELL]
+        kernel = LSTM_CELL.kernel
 
         def run(loops):
             def loss(w_hh, b, zs, carry0):
-                carry, hs = fast.recurrence(kernel, True, loops, None, w_hh, b, zs, carry0, valid)
+                carry, hs = fast.recurrence(kernel, True, loops, None, w_hh, b, (), zs, carry0, valid)
                 return jnp.sum(jnp.sin(hs)) + jnp.sum(carry.c**2)
 
             return jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(params.w_hh, params.b, zs, carry0)
@@ -164,15 +164,15 @@ def test_pallas_loops_shapes_and_dtypes(key):
         params, xs, carry0, lengths = _problem(key, batch=(2, 3), D=32)
         zs = fast.input_projection(params.w_ih, jnp.moveaxis(xs, -2, 0))
         valid = jnp.moveaxis(valid_steps(lengths, xs.shape[-2]), -1, 0)
-        kernel = fast.KERNELS[LSTM_CELL]
-        args = (kernel, False, None, params.w_hh, params.b, zs, carry0, valid)
+        kernel = LSTM_CELL.kernel
+        args = (kernel, False, None, params.w_hh, params.b, (), zs, carry0, valid)
         ours = pallas_lstm.PallasLoops(interpret=True).forward(*args)
         ref = fast.ScanLoops().forward(*args)
         assert jax.tree.map(lambda a: (a.shape, a.dtype), ours) == jax.tree.map(lambda a: (a.shape, a.dtype), ref)
         assert_trees_close(ours, ref, **F64)
         (final, hs), (carries, gates) = ref
         dfinal, dhs = LSTMState(jnp.sin(final.h), jnp.cos(final.c)), jnp.cos(hs)
-        args = (kernel, False, params.w_hh, carry0, carries, gates, valid, dfinal, dhs)
+        args = (kernel, False, params.w_hh, (), carry0, carries, gates, valid, dfinal, dhs)
         assert_trees_close(
             pallas_lstm.PallasLoops(interpret=True).backward(*args), fast.ScanLoops().backward(*args), **F64
         )
@@ -276,10 +276,10 @@ def test_pallas_hidden_tile(hidden, block_hidden, tile):
 )
 def test_pallas_block_settings_lower_for_cuda(loops):
     """The settings ``experiments/loops_tune.py`` tries lower to Triton too (D=256: tiles of 128 and 32)."""
-    kernel, D = fast.KERNELS[LSTM_CELL], 256
+    kernel, D = LSTM_CELL.kernel, 256
 
     def loss(w_hh, b, zs, carry0):
-        return jnp.sum(fast.recurrence(kernel, False, loops, jnp.bfloat16, w_hh, b, zs, carry0, None)[1])
+        return jnp.sum(fast.recurrence(kernel, False, loops, jnp.bfloat16, w_hh, b, (), zs, carry0, None)[1])
 
     args = (jax.ShapeDtypeStruct((4 * D, D), jnp.float32), jax.ShapeDtypeStruct((4 * D,), jnp.float32))
     args += (jax.ShapeDtypeStruct((10, 16, 4 * D), jnp.float32),)

@@ -14,9 +14,8 @@ import pytest
 from _util import assert_trees_close
 
 import lstm_jax as lj
-from lstm_jax import cells, fast
-from lstm_jax.cells import ACTIVATIONS, LSTM_CELL, RNN_CELLS
-from lstm_jax.init import init_lstm, init_rnn
+from lstm_jax import cells, registry
+from lstm_jax.cells import ACTIVATIONS, GRU_CELL, LSTM_CELL, RNN_CELLS
 from lstm_jax.unroll import as_cell, unroll
 
 B, T, M, D = 2, 3, 3, 4
@@ -40,23 +39,24 @@ SPELLINGS = [
         for a in ACTIVATIONS
     ),
     ("lstm", "lstm", [lj.lstm_cell, cells.lstm_cell, lambda: LSTM_CELL, lambda: as_cell(lj.lstm_cell())]),
+    ("gru", "gru", [lj.gru_cell, cells.gru_cell, lambda: GRU_CELL, lambda: as_cell(lj.gru_cell())]),
 ]
 
 
 def _problem(name):
     k_p, k_x = jax.random.split(jax.random.key(0))
-    params = init_lstm(k_p, M, D) if name == "lstm" else init_rnn(k_p, M, D)
+    params = registry.cell_type(name if name in registry.CELLS else "rnn").init(k_p, M, D)  # builtin: lstm, gru or f
     return params, jax.random.normal(k_x, (B, T, M))
 
 
 @pytest.mark.parametrize("name, builtin, spellings", SPELLINGS, ids=[s[0] for s in SPELLINGS])
 def test_every_spelling_is_one_cell_with_the_fast_kernel(name, builtin, spellings):
-    expected = LSTM_CELL if builtin == "lstm" else RNN_CELLS[builtin]
+    expected = {"lstm": LSTM_CELL, "gru": GRU_CELL}.get(builtin) or RNN_CELLS[builtin]
     for spell in spellings:
         cell = spell()
         assert cell is expected, (name, spell)
         assert cell == expected and hash(cell) == hash(expected)
-        assert fast.kernel_for(cell) is not None, (name, spell)
+        assert cell.kernel is not None, (name, spell)
 
 
 @pytest.mark.parametrize("name, builtin, spellings", SPELLINGS, ids=[s[0] for s in SPELLINGS])
@@ -79,10 +79,10 @@ def test_unroll_suggests_spellings_that_take_the_fast_path():
     with pytest.raises(ValueError, match=r"^cell: expected a Cell \(") as error:
         unroll("lstm", params, xs)
     suggested = re.findall(r"\b(\w+_cell)\(\)", str(error.value))
-    assert sorted(suggested) == ["lstm_cell", "rnn_cell"]
+    assert sorted(suggested) == ["gru_cell", "lstm_cell", "rnn_cell"]
     for constructor in suggested:
         cell = getattr(lj, constructor)()
-        assert fast.kernel_for(cell) is not None, constructor
+        assert cell.kernel is not None, constructor
         params, xs = _problem(cell.name)
         hs = unroll(cell, params, xs, impl="fast")[1]
         assert hs.shape == (B, T, D) and np.all(np.isfinite(np.asarray(hs)))

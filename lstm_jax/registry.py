@@ -1,0 +1,79 @@
+"""The built-in cells by name: one entry per cell, the only place that lists them.
+
+Each :class:`CellType` holds what the rest of the package needs to know about a cell: how to make
+its :class:`~lstm_jax.cells.Cell` (the step, its hand-derived backward step, how to read ``h`` from
+its carry: ``cell.kernel``), how to initialise its parameters, and which model options it reads.
+:mod:`lstm_jax.models`, :mod:`lstm_jax.config` (which config keys a cell uses), :mod:`lstm_jax.train`
+(the manual gradients) and :mod:`lstm_jax.gradcheck` all read from here, so adding a cell is one
+module in :mod:`lstm_jax.cells`, one initialiser and one entry below; an unknown name is an error,
+never a fallback.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+from lstm_jax import _checks
+from lstm_jax.cells import Cell, gru_cell, lstm_cell, rnn_cell
+from lstm_jax.init import init_gru, init_lstm, init_rnn
+
+
+class CellType(NamedTuple):
+    """A built-in cell, by name.
+
+    Attributes:
+      name: the config's ``model.cell``.
+      make: ``(**options) -> Cell``.
+      init: ``(key, input_size, hidden_size, **init_options, ...) -> params``.
+      options: the keyword arguments of ``make`` (model config keys, e.g. the RNN's ``activation``).
+      init_options: the keyword arguments of ``init`` that only this cell reads (the LSTM's ``forget_bias``).
+    """
+
+    name: str
+    make: Callable[..., Cell]
+    init: Callable[..., Any]
+    options: tuple[str, ...] = ()
+    init_options: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every cell-specific option this cell reads."""
+        return self.options + self.init_options
+
+
+CELL_TYPES: dict[str, CellType] = {
+    "rnn": CellType("rnn", rnn_cell, init_rnn, options=("activation",)),
+    "lstm": CellType("lstm", lstm_cell, init_lstm, init_options=("forget_bias",)),
+    "gru": CellType("gru", gru_cell, init_gru),
+}
+
+#: The cell names, in the order of :data:`CELL_TYPES`.
+CELLS: tuple[str, ...] = tuple(CELL_TYPES)
+
+
+def cell_type(name: str) -> CellType:
+    """The entry called ``name`` (one of :data:`CELLS`); a ValueError naming the choices otherwise."""
+    _checks.check_choice("cell", name, CELLS)
+    return CELL_TYPES[name]
+
+
+def make_cell(name: str, **options: Any) -> Cell:
+    """The :class:`~lstm_jax.cells.Cell` called ``name``, given the options it reads (others are ignored:
+    callers pass a whole model spec; :func:`key_users` says which option each cell reads)."""
+    entry = cell_type(name)
+    return entry.make(**{key: options[key] for key in entry.options if key in options})
+
+
+def key_users() -> dict[str, tuple[str, ...]]:
+    """``{option: the cells that read it}`` for every cell-specific option."""
+    users: dict[str, tuple[str, ...]] = {}
+    for entry in CELL_TYPES.values():
+        for key in entry.keys:
+            users[key] = users.get(key, ()) + (entry.name,)
+    return users
+
+
+def init_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without the cell-specific ones that cell ``name`` does not read (for its ``init``)."""
+    entry = cell_type(name)
+    return {key: value for key, value in options.items() if key not in key_users() or key in entry.init_options}
