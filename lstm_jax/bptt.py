@@ -182,7 +182,8 @@ def manual_bptt(
         )
     fwd = _forward(cell, params, head, xs, targets, carry0, loss, reduction, lengths)
     prev = fast.previous_carries(fwd.carries, fwd.carry0, False)  # the carry before each step; T = 0 too
-    _, saved = cell.kernel.step(params.w_hh.T, extras(params), prev, fwd.zs)  # every step at once
+    a = cell.kernel.hidden(prev) @ params.w_hh.T  # W_hh h_{t-1} of every step
+    _, saved = cell.kernel.step(a, extras(params), prev, fwd.zs)  # every step at once
     return fwd.loss, _backward(cell, params, fwd, saved)
 
 

@@ -75,7 +75,8 @@ def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, b, extr
 
     def body(carry, inputs):
         z, v = inputs
-        new, saved = kernel.step(w.T if fold else w_t_outside, extras, carry, add_bias(z, b))
+        a = matmul(kernel.hidden(carry), w.T if fold else w_t_outside)  # W_hh h_{t-1}: the step's one GEMM
+        new, saved = kernel.step(a, extras, carry, add_bias(z, b))
         held = _hold(v, new, carry)
         return held, (held, saved)
 
@@ -153,7 +154,8 @@ def backward(kernel: Kernel, reverse: bool, unroll, w_hh, extras, carry0, carrie
 
     def body(dcarry, inputs):
         dh_out, carry, carry_prev, saved_t, v = inputs
-        dcarry_prev, grads = kernel.grad_step(w_hh, extras, _add_to_hidden(dcarry, dh_out), carry, carry_prev, saved_t)
+        dcarry_prev, grads = kernel.grad_step(extras, _add_to_hidden(dcarry, dh_out), carry, carry_prev, saved_t)
+        dcarry_prev = _add_to_hidden(dcarry_prev, matmul(grads.recurrent, w_hh))  # W_hhᵀ da_t: the step's one GEMM
         if v is not None:  # a padded step held the carry: its gradient passes through unchanged
             dcarry_prev = _hold(v, dcarry_prev, dcarry)
             grads = jax.tree.map(lambda g: jnp.where(v[..., None], g, jnp.zeros_like(g)), grads)

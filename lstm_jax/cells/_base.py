@@ -75,13 +75,20 @@ class Kernel(NamedTuple):
     ``extras`` below is the tuple of the cell's parameters after ``(w_ih, w_hh, b)`` (empty for the
     RNN and the LSTM, ``(b_hn,)`` for the GRU).
 
+    The kernel does a step's pointwise work; the caller does its matmul with ``W_hh``, forward
+    (:math:`a_t = W_{hh} h_{t-1}`) and backward (:math:`W_{hh}^\top da_t`), so that every loop (the
+    plain scan, the fast path, the manual BPTT) runs the same step, and an option that changes the
+    recurrent operand (recurrent dropout) is written once, in the loop.
+
     Attributes:
-      step: ``(w_hhᵀ, extras, carry, z_t) -> (carry_t, saved_t)``: one forward step from the projected
-        input ``z_t = W_ih x_t + b``; ``saved_t`` is what the backward step needs besides the carries
-        (the LSTM's gate activations; ``None`` for the RNN).
-      grad_step: ``(w_hh, extras, dcarry_t, carry_t, carry_prev, saved_t) -> (dcarry_prev, StepGrads)``:
+      step: ``(a_t, extras, carry, z_t) -> (carry_t, saved_t)``: one forward step from the recurrent
+        pre-activation ``a_t = W_hh h_{t-1}`` and the projected input ``z_t = W_ih x_t + b``;
+        ``saved_t`` is what the backward step needs besides the carries (the LSTM's gate
+        activations; ``None`` for the RNN).
+      grad_step: ``(extras, dcarry_t, carry_t, carry_prev, saved_t) -> (dcarry_prev, StepGrads)``:
         given ``∂L/∂carry_t`` (the output gradient already added to its ``h``), the gradients of the
-        previous carry and of the pre-activations (:class:`StepGrads`).
+        pre-activations (:class:`StepGrads`) and of the previous carry through every path but
+        :math:`a_t` (the caller adds :math:`W_{hh}^\top da_t` to its ``h``).
       hidden: ``carry -> h`` (the step's output and the operand of ``W_hh``).
       extra_grads: ``(extras, grads, carries, prev_carries, saved) -> d extras``, the extras' gradients
         from all steps' :class:`StepGrads` stacked (after the loop, as the weight GEMMs); ``None``
@@ -89,7 +96,7 @@ class Kernel(NamedTuple):
     """
 
     step: Callable[[Array, tuple, Any, Array], tuple[Any, Any]]
-    grad_step: Callable[[Array, tuple, Any, Any, Any, Any], tuple[Any, StepGrads]]
+    grad_step: Callable[[tuple, Any, Any, Any, Any], tuple[Any, StepGrads]]
     hidden: Callable[[Any], Array]
     extra_grads: Callable[..., tuple] | None = None
 
@@ -141,7 +148,8 @@ def cell_from_kernel(name: str, gates: int, kernel: Kernel, zeros, extra_shapes=
     """A :class:`Cell` whose ``recur`` is ``kernel.step`` (the step is written once, in the kernel)."""
 
     def recur(params, carry, z):
-        new, _ = kernel.step(params.w_hh.T, extras(params), carry, z)
+        a = kernel.hidden(carry) @ params.w_hh.T  # W_hh h_{t-1}
+        new, _ = kernel.step(a, extras(params), carry, z)
         return new, kernel.hidden(new)
 
     return Cell(name, gates, project_input, recur, zeros, kernel, extra_shapes)

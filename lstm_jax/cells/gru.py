@@ -28,7 +28,6 @@ from lstm_jax.cells._base import (
     StepGrads,
     carry_is_hidden,
     cell_from_kernel,
-    matmul,
     step,
     sum_rows,
     zeros_like_state,
@@ -65,10 +64,9 @@ def _sigmoid(x: Array) -> Array:
     return 0.5 * jnp.tanh(0.5 * x) + 0.5
 
 
-def _gru_step(w_t: Array, extras: tuple, h: Array, z: Array) -> tuple[Array, GRUSaved]:
-    r"""One GRU step from :math:`z_t = W_{ih} x_t + b` (``w_t`` = :math:`W_{hh}^\top`, ``extras`` = ``(b_hn,)``)."""
+def _gru_step(a: Array, extras: tuple, h: Array, z: Array) -> tuple[Array, GRUSaved]:
+    r"""One GRU step from :math:`a_t = W_{hh} h_{t-1}` and :math:`z_t = W_{ih} x_t + b` (``extras`` = ``(b_hn,)``)."""
     (b_hn,) = extras
-    a = matmul(h, w_t)  # W_hh h_{t-1}: one GEMM for all three blocks
     z_ru, z_n = jnp.split(z, [2 * h.shape[-1]], axis=-1)
     a_ru, a_n = jnp.split(a, [2 * h.shape[-1]], axis=-1)
     ru = _sigmoid(z_ru + a_ru)
@@ -79,7 +77,7 @@ def _gru_step(w_t: Array, extras: tuple, h: Array, z: Array) -> tuple[Array, GRU
     return h_new, GRUSaved(jnp.concatenate([ru, n], axis=-1), q)
 
 
-def gru_grad_step(w_hh: Array, extras: tuple, dh: Array, h: Array, h_prev: Array, saved: GRUSaved):
+def gru_grad_step(extras: tuple, dh: Array, h: Array, h_prev: Array, saved: GRUSaved):
     r"""One GRU backward step (``docs/maths.md``), given the gates ``[r; u; n]`` and :math:`q = a_n + b_{hn}`.
 
     .. math::
@@ -89,7 +87,8 @@ def gru_grad_step(w_hh: Array, extras: tuple, dh: Array, h: Array, h_prev: Array
        da_t &= [dz_r;\ dz_u;\ r_t \odot dz_n], \qquad
        dh_{t-1} = u_t \odot dh_t + W_{hh}^\top da_t, \qquad \partial L/\partial b_{hn} \mathrel{+}= r_t \odot dz_n
 
-    ``dh`` is :math:`\partial L/\partial h_t` in total. Returns ``(dh_prev, StepGrads(dz_t, da_t))``:
+    ``dh`` is :math:`\partial L/\partial h_t` in total. Returns ``(u_t ⊙ dh_t, StepGrads(dz_t, da_t))``
+    (the caller adds :math:`W_{hh}^\top da_t`):
     the input pre-activation :math:`z_t` and the recurrent one :math:`a_t` get different gradients in
     the candidate block, where the reset gate sits between them.
     """
@@ -100,7 +99,7 @@ def gru_grad_step(w_hh: Array, extras: tuple, dh: Array, h: Array, h_prev: Array
     da_n = dz_n * r  # back through r ⊙ (a_n + b_hn) to a_n
     dz = jnp.concatenate([dz_r, dz_u, dz_n], axis=-1)
     da = jnp.concatenate([dz_r, dz_u, da_n], axis=-1)
-    return dh * u + matmul(da, w_hh), StepGrads(dz, da)
+    return dh * u, StepGrads(dz, da)
 
 
 def _gru_extra_grads(extras: tuple, grads: StepGrads, carries, prev, saved) -> tuple[Array]:

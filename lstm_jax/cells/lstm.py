@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax.cells._base import Cell, Kernel, StepGrads, cell_from_kernel, matmul, step, zeros_like_state
+from lstm_jax.cells._base import Cell, Kernel, StepGrads, cell_from_kernel, step, zeros_like_state
 
 Array = jax.Array
 
@@ -86,30 +86,30 @@ def lstm_gates(z: Array) -> tuple[Array, Array, Array, Array]:
     return i, f, g, o
 
 
-def _lstm_step(w_t: Array, extras: tuple, carry: LSTMState, z: Array) -> tuple[LSTMState, Array]:
-    r"""One LSTM step from :math:`z_t = W_{ih} x_t + b` (``w_t`` = :math:`W_{hh}^\top`); also returns the gate activations.
+def _lstm_step(a: Array, extras: tuple, carry: LSTMState, z: Array) -> tuple[LSTMState, Array]:
+    r"""One LSTM step from :math:`a_t = W_{hh} h_{t-1}` and :math:`z_t = W_{ih} x_t + b`; also returns the gate activations.
 
     .. math::
-       [z_i; z_f; z_g; z_o] &= z_t + W_{hh} h_{t-1} \\
+       [z_i; z_f; z_g; z_o] &= z_t + a_t \\
        c_t &= f_t \odot c_{t-1} + i_t \odot \tilde c_t, \qquad h_t = o_t \odot \tanh(c_t)
     """
-    gates = lstm_activations(z + matmul(carry.h, w_t))
+    gates = lstm_activations(z + a)
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     c = f * carry.c + i * g
     return LSTMState(o * jnp.tanh(c), c), gates
 
 
-def lstm_grad_step(w_hh: Array, extras: tuple, dcarry: LSTMState, carry: LSTMState, carry_prev: LSTMState, gates):
+def lstm_grad_step(extras: tuple, dcarry: LSTMState, carry: LSTMState, carry_prev: LSTMState, gates):
     r"""One LSTM backward step (``docs/maths.md``), given the fused gate activations ``[i; f; g; o]``.
 
     .. math::
        dc_t &\mathrel{+}= dh_t \odot o_t \odot (1 - \tanh^2 c_t), \quad
        dz_o = dh_t \odot \tanh c_t \odot o_t(1-o_t), \quad dz_f = dc_t \odot c_{t-1} \odot f_t(1-f_t) \\
        dz_i &= dc_t \odot \tilde c_t \odot i_t(1-i_t), \quad dz_g = dc_t \odot i_t \odot (1-\tilde c_t^2), \quad
-       dh_{t-1} = W_{hh}^\top dz_t, \quad dc_{t-1} = f_t \odot dc_t
+       dc_{t-1} = f_t \odot dc_t, \quad dh_{t-1} = W_{hh}^\top dz_t \;\text{(added by the caller)}
 
     ``dcarry`` is ``LSTMState(∂L/∂h_t in total, ∂L/∂c_t from step t+1)``. Returns
-    ``(LSTMState(dh_prev, dc_prev), StepGrads(dz_t))`` with ``dz_t = [dz_i; dz_f; dz_g; dz_o]``.
+    ``(LSTMState(0, dc_prev), StepGrads(dz_t))`` with ``dz_t = [dz_i; dz_f; dz_g; dz_o]``.
     """
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     dh = dcarry.h
@@ -118,7 +118,7 @@ def lstm_grad_step(w_hh: Array, extras: tuple, dcarry: LSTMState, carry: LSTMSta
     # ∂L/∂gate for (i, f, g, o): dc ⊙ c̃, dc ⊙ c_{t-1}, dc ⊙ i, dh ⊙ tanh(c_t); then through the activation
     upstream = jnp.concatenate([dc * g, dc * carry_prev.c, dc * i, dh * tanh_c], axis=-1)
     dz = upstream * lstm_activation_derivative(gates)
-    return LSTMState(matmul(dz, w_hh), dc * f), StepGrads(dz)
+    return LSTMState(jnp.zeros_like(dh), dc * f), StepGrads(dz)
 
 
 def _lstm_hidden(carry: LSTMState) -> Array:

@@ -6,6 +6,7 @@ import functools
 from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from lstm_jax import _checks
 from lstm_jax.cells._base import (
@@ -15,7 +16,6 @@ from lstm_jax.cells._base import (
     StepGrads,
     carry_is_hidden,
     cell_from_kernel,
-    matmul,
     step,
     zeros_like_state,
 )
@@ -39,20 +39,20 @@ DERIVATIVE_FROM_OUTPUT: dict[str, Callable[[Array], Array]] = {
 }
 
 
-def _rnn_step(activation: str, w_t: Array, extras: tuple, h: Array, z: Array) -> tuple[Array, None]:
-    r""":math:`h_t = f(z_t + W_{hh} h_{t-1})`, given ``w_t`` = :math:`W_{hh}^\top` and :math:`z_t = W_{ih} x_t + b`."""
-    return ACTIVATIONS[activation](z + matmul(h, w_t)), None
+def _rnn_step(activation: str, a: Array, extras: tuple, h: Array, z: Array) -> tuple[Array, None]:
+    r""":math:`h_t = f(z_t + a_t)`, given :math:`a_t = U h_{t-1}` and :math:`z_t = W x_t + b`."""
+    return ACTIVATIONS[activation](z + a), None
 
 
-def rnn_grad_step(activation: str, w_hh: Array, extras: tuple, dh: Array, h: Array, h_prev: Array, saved=None):
-    r"""One simple-RNN backward step: :math:`\delta_t = dh_t \odot f'(a_t)`, :math:`dh_{t-1} = W_{hh}^\top \delta_t`.
+def rnn_grad_step(activation: str, extras: tuple, dh: Array, h: Array, h_prev: Array, saved=None):
+    r"""One simple-RNN backward step: :math:`\delta_t = dh_t \odot f'(a_t)`; the caller adds :math:`dh_{t-1} = U^\top \delta_t`.
 
     ``dh`` is :math:`\partial L/\partial h_t` in total (from the output and from step ``t+1``);
     :math:`f'` is computed from :math:`h_t` (:data:`DERIVATIVE_FROM_OUTPUT`). Returns
-    ``(dh_prev, StepGrads(δ_t))``.
+    ``(0, StepGrads(δ_t))``: :math:`h_{t-1}` reaches the loss only through :math:`U h_{t-1}`.
     """
     delta = dh * DERIVATIVE_FROM_OUTPUT[activation](h)  # back through f
-    return matmul(delta, w_hh), StepGrads(delta)  # back through U h_{t-1}
+    return jnp.zeros_like(dh), StepGrads(delta)
 
 
 def _rnn_kernel(activation: str) -> Kernel:
