@@ -1,4 +1,4 @@
-"""Benchmark the LSTM: lstm_jax against flax, PyTorch and a GEMM floor, in one process.
+"""Benchmark the LSTM and the GRU: lstm_jax against flax, PyTorch and a GEMM floor, in one process.
 
 Usage (from the repository root)::
 
@@ -9,18 +9,23 @@ Usage (from the repository root)::
     python experiments/bench.py --from experiments/results/bench_cpu.json   # only print the tables
     python experiments/bench.py --memory --table              # XLA's memory analysis of the training step
 
-Every implementation runs the same LSTM (M inputs, D hidden, gates i, f, g, o, zero initial state)
-on the same batch-major inputs ``(B, T, M)`` with the same parameters and dtype:
+Every implementation runs the same cell (``--cells``: ``lstm``, gates i, f, g, o; ``gru``, gates r, u, n
+in the cuDNN convention; M inputs, D hidden, zero initial state) on the same batch-major inputs
+``(B, T, M)`` with the same parameters and dtype; what differs between the cells is written once per
+implementation (:data:`FLAX_CELLS`, :data:`TORCH_CELLS`, :data:`FLOOR_LAYERS`):
 
-* ``lstm_jax``: ``lj.unroll(lj.lstm_cell(), params, xs)`` (``lj.unroll_layers`` for several layers);
-  when ``unroll`` has an ``impl`` argument, the reference ``impl="scan"`` is measured too, as rows
-  with ``"variant": "scan"`` (the default rows have ``"variant": "default"``); on a GPU also the
-  Pallas kernels and bfloat16 matmul operands (:func:`unroll_variants`);
-* ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(D))``, one per layer;
-* ``torch``: ``torch.nn.LSTM(M, D, num_layers, batch_first=True)`` (cuDNN on a GPU), when importable;
-* ``gemm_floor``: the same matmuls without the recurrence, per layer: one GEMM ``(T·B, M)×(M, 4D)``
-  for the input projection, one ``(T·B, D)×(D, 4D)`` standing for all ``T`` recurrent matmuls,
-  and the pointwise gates; a floor no sequential implementation can beat at the same precision.
+* ``lstm_jax``: ``lj.unroll(cell, params, xs)`` with ``cell`` = ``lj.lstm_cell()`` or ``lj.gru_cell()``
+  (``lj.unroll_layers`` for several layers); when ``unroll`` has an ``impl`` argument, the reference
+  ``impl="scan"`` is measured too, as rows with ``"variant": "scan"`` (the default rows have
+  ``"variant": "default"``); on a GPU also the Pallas kernels (LSTM) and bfloat16 matmul operands
+  (:func:`unroll_variants`);
+* ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(D))`` or ``nn.RNN(nn.GRUCell(D))``, one per layer;
+* ``torch``: ``torch.nn.LSTM`` or ``torch.nn.GRU`` ``(M, D, num_layers, batch_first=True)`` (cuDNN on a
+  GPU), when importable;
+* ``gemm_floor``: the same matmuls without the recurrence, per layer: one GEMM ``(T·B, M)×(M, GD)``
+  for the input projection, one ``(T·B, D)×(D, GD)`` standing for all ``T`` recurrent matmuls
+  (G = 4 gates for the LSTM, 3 for the GRU), and the pointwise gates; a floor no sequential
+  implementation can beat at the same precision.
 
 Forward: the outputs of the whole sequence. Training step: the loss ``mean(hs**2)`` (computed in
 float32) and its gradient w.r.t. all parameters (``jax.value_and_grad`` under ``jax.jit``;
@@ -59,6 +64,7 @@ import numpy as np  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository root, when not pip-installed
 import lstm_jax as lj  # noqa: E402
+from lstm_jax.registry import cell_type  # noqa: E402
 from lstm_jax.rundir import write_atomic  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -94,6 +100,11 @@ SHAPES: dict[str, list[Shape]] = {
     "linear": [Shape(16, 100, 128, 128, 1), Shape(16, 1000, 128, 128, 1)],
 }
 IMPLS = ("lstm_jax", "flax", "torch", "gemm_floor")
+#: The cells the suite can time (each has an entry in every peer's table below), and their table titles.
+CELLS = ("lstm", "gru")
+CELL_TITLES = {"lstm": "LSTM", "gru": "GRU"}
+#: ``--cells`` by device: both on the CPU; the LSTM alone on a GPU (the prepared device check's time budget).
+DEFAULT_CELLS = {"cpu": ["lstm", "gru"], "gpu": ["lstm"]}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 DEFAULT_DTYPES = {"cpu": ["float32"], "gpu": ["float32", "bfloat16", "float16"]}
 #: The memory probe's default (B, T, M, D): a long sequence.
@@ -101,6 +112,7 @@ MEMORY_SHAPE = Shape(32, 10000, 256, 256, 1)
 ROW_KEYS = (
     "impl",
     "variant",
+    "cell",
     "device",
     "device_name",
     "dtype",
@@ -123,16 +135,28 @@ ROW_KEYS = (
 # Problems: one set of parameters and inputs, shared by every implementation.
 
 
-def problem(shape: Shape, dtype: str, device=None, seed: int = 0):
-    """``(layers, xs)``: ``lj.init_layers`` LSTM parameters and N(0, 1) inputs ``(B, T, M)``.
+def problem(shape: Shape, dtype: str, device=None, seed: int = 0, cell: str = "lstm"):
+    """``(layers, xs)``: ``lj.init_layers`` parameters of ``cell`` (its registry ``init``) and N(0, 1) inputs ``(B, T, M)``.
 
     Drawn in float32 and rounded to ``dtype``, so every dtype sees the same values up to rounding.
     """
     k_params, k_xs = jax.random.split(jax.random.key(seed))
-    layers = lj.init_layers(k_params, lj.init_lstm, shape.M, shape.D, shape.layers)
+    layers = lj.init_layers(k_params, cell_type(cell).init, shape.M, shape.D, shape.layers)
     xs = jax.random.normal(k_xs, (shape.B, shape.T, shape.M), jnp.float32)
     layers, xs = jax.tree.map(lambda a: a.astype(DTYPES[dtype]), (layers, xs))
     return jax.device_put((layers, xs), device)
+
+
+#: The parameter type of each cell: a runner reads which cell it runs from the parameters it is given.
+PARAMS_CELLS = {lj.LSTMParams: "lstm", lj.GRUParams: "gru"}
+
+
+def cell_of(layers) -> str:
+    """The cell (one of :data:`CELLS`) whose parameters ``layers`` holds."""
+    kind = type(layers[0])
+    if kind not in PARAMS_CELLS:
+        raise ValueError(f"layers: expected parameters of {', '.join(CELLS)}, got {kind.__name__}")
+    return PARAMS_CELLS[kind]
 
 
 def loss_of(hs) -> jax.Array:
@@ -146,7 +170,8 @@ class Runner(NamedTuple):
     Attributes:
       forward: ``() -> hs``, the outputs ``(B, T, D)`` of the last layer.
       train: ``() -> (loss, grads)`` in the implementation's own parameter layout.
-      grads_as_layers: ``grads -> tuple of LSTMParams`` of numpy arrays (for the tests).
+      grads_as_layers: ``grads -> tuple`` of the cell's parameters (``LSTMParams``, ``GRUParams``) of numpy
+        arrays (for the tests).
     """
 
     impl: str
@@ -156,7 +181,7 @@ class Runner(NamedTuple):
     grads_as_layers: Callable[[Any], tuple]
 
 
-#: ``(impl, variant, *model) -> (jitted forward, jitted training step)``: built once per process.
+#: ``(impl, variant, cell, *model) -> (jitted forward, jitted training step)``: built once per process.
 _JITTED: dict[tuple, tuple[Callable, Callable]] = {}
 
 
@@ -166,12 +191,12 @@ def _jitted(key: tuple, hs_of) -> tuple[Callable, Callable]:
     return _JITTED[key]
 
 
-def _jax_runner(impl: str, variant: str, hs_of, params, xs, grads_as_layers, model=()) -> Runner:
+def _jax_runner(impl: str, variant: str, cell: str, hs_of, params, xs, grads_as_layers, model=()) -> Runner:
     """Jit ``hs_of(params, xs)`` and ``value_and_grad`` of its loss; parameters are arguments, not constants.
 
-    The jitted functions are kept per ``(impl, variant, *model)``, so a shape compiles once per process.
+    The jitted functions are kept per ``(impl, variant, cell, *model)``, so a shape compiles once per process.
     """
-    forward, train = _jitted((impl, variant, *model), hs_of)
+    forward, train = _jitted((impl, variant, cell, *model), hs_of)
     return Runner(
         impl,
         variant,
@@ -182,15 +207,24 @@ def _jax_runner(impl: str, variant: str, hs_of, params, xs, grads_as_layers, mod
 
 
 def _numpy_layers(layers) -> tuple:
-    return tuple(jax.tree.map(lambda a: np.asarray(a, np.float32), layers))
+    return tuple(jax.tree.map(_f32, layers))
 
 
-def unroll_variants(device=None, dtype: str = "float32") -> list[tuple[str, dict]]:
+def _f32(a) -> np.ndarray:
+    return np.asarray(a, np.float32)
+
+
+def _blocks(a, size: int, count: int) -> list:
+    """The ``count`` row blocks of ``size`` rows of ``a`` (a fused weight or bias, gates stacked)."""
+    return [a[k * size : (k + 1) * size] for k in range(count)]
+
+
+def unroll_variants(device=None, dtype: str = "float32", cell: str = "lstm") -> list[tuple[str, dict]]:
     """``(variant, keyword arguments)`` of ``lj.unroll`` to measure on ``device`` (``None``: the CPU).
 
     Always the default, and ``impl="scan"`` where ``unroll`` has it. On a GPU also the Pallas kernels
-    (``impl="pallas"``) and, for float32 parameters, bfloat16 matmul operands (``compute_dtype``),
-    with each time loop: the issue's "our bf16" against cuDNN's 16-bit kernels.
+    (``impl="pallas"``, the LSTM's only) and, for float32 parameters, bfloat16 matmul operands
+    (``compute_dtype``), with each time loop: the issue's "our bf16" against cuDNN's 16-bit kernels.
     """
     parameters = inspect.signature(lj.unroll).parameters
     variants = [("default", {})]
@@ -200,7 +234,7 @@ def unroll_variants(device=None, dtype: str = "float32") -> list[tuple[str, dict
     if device is None or device.platform != "gpu":
         return variants
     impls = importlib.import_module("lstm_jax.unroll").IMPLS
-    pallas = [("pallas", {"impl": "pallas"})] if "pallas" in impls else []
+    pallas = [("pallas", {"impl": "pallas"})] if "pallas" in impls and cell == "lstm" else []
     variants += pallas
     if dtype == "float32" and "compute_dtype" in parameters:
         bf16 = {"compute_dtype": "bfloat16"}
@@ -209,67 +243,154 @@ def unroll_variants(device=None, dtype: str = "float32") -> list[tuple[str, dict
 
 
 def lstm_jax_hs(layers, xs, **options):
-    """The last layer's outputs of ``lstm_jax``: ``unroll`` for one layer, ``unroll_layers`` for more."""
-    cell = lj.lstm_cell()
+    """The last layer's outputs of ``lstm_jax``: ``unroll`` for one layer, ``unroll_layers`` for more.
+
+    The cell is the registry's for the parameters' type (:func:`cell_of`): ``lj.lstm_cell()``, ``lj.gru_cell()``.
+    """
+    cell = cell_type(cell_of(layers)).make()
     if len(layers) == 1:
         return lj.unroll(cell, layers[0], xs, **options)[1]
     return lj.unroll_layers(cell, layers, xs, **options)[1]
 
 
 def lstm_jax_runners(layers, xs, device) -> list[Runner]:
+    cell = cell_of(layers)
     return [
         _jax_runner(
             "lstm_jax",
             variant,
+            cell,
             lambda p, x, options=options: lstm_jax_hs(p, x, **options),
             layers,
             xs,
             _numpy_layers,
         )
-        for variant, options in unroll_variants(device, jnp.dtype(xs.dtype).name)
+        for variant, options in unroll_variants(device, jnp.dtype(xs.dtype).name, cell)
     ]
 
 
-def gemm_floor_hs(layers, xs):
-    """The LSTM's matmuls and pointwise gates with no recurrence, layer by layer.
+# GEMM floor ------------------------------------------------------------------------------------
 
-    Per layer: ``z = X W_ihᵀ + b`` over all ``T·B`` rows at once; a stand-in for the previous state,
-    ``u = tanh(z_g)``, computed from ``z`` alone; ``a = z + u W_hhᵀ`` (one GEMM for all steps);
-    ``i, f, g, o`` from ``a``; ``c = f ⊙ u + i ⊙ g``; ``h = o ⊙ tanh(c)``. No step waits for another.
+
+def _lstm_floor_layer(p, x):
+    """One LSTM layer's GEMMs and gates on all ``T·B`` rows ``x`` at once, a stand-in for the recurrence.
+
+    ``z = X W_ihᵀ + b``; a stand-in for the previous state, ``u = tanh(z_g)``, computed from ``z`` alone;
+    ``a = z + u W_hhᵀ`` (one GEMM for all steps); ``i, f, g, o`` from ``a``; ``c = f ⊙ u + i ⊙ g``;
+    ``h = o ⊙ tanh(c)``.
+    """
+    D = p.w_hh.shape[1]
+    z = x @ p.w_ih.T + p.b[None, :]
+    u = jnp.tanh(z[:, 2 * D : 3 * D])
+    a = z + u @ p.w_hh.T
+    i, f, g, o = (a[:, k * D : (k + 1) * D] for k in range(4))
+    c = jax.nn.sigmoid(f) * u + jax.nn.sigmoid(i) * jnp.tanh(g)
+    return jax.nn.sigmoid(o) * jnp.tanh(c)
+
+
+def _gru_floor_layer(p, x):
+    """One GRU layer's GEMMs and gates on all ``T·B`` rows ``x`` at once, a stand-in for the recurrence.
+
+    ``z = X W_ihᵀ + b``; a stand-in for the previous state, ``v = tanh(z_n)``; ``a = v W_hhᵀ`` (one GEMM
+    for all steps); ``r, u = σ(z_{r,u} + a_{r,u})``; ``n = tanh(z_n + r ⊙ (a_n + b_hn))``;
+    ``h = n + u ⊙ (v − n)``.
+    """
+    D = p.w_hh.shape[1]
+    z = x @ p.w_ih.T + p.b[None, :]
+    v = jnp.tanh(z[:, 2 * D :])
+    a = v @ p.w_hh.T
+    r, u = jnp.split(jax.nn.sigmoid(z[:, : 2 * D] + a[:, : 2 * D]), 2, axis=-1)
+    n = jnp.tanh(z[:, 2 * D :] + r * (a[:, 2 * D :] + p.b_hn[None, :]))
+    return n + u * (v - n)
+
+
+#: Per cell, one layer of the GEMM floor: ``(params, x (T·B, M)) -> h (T·B, D)``.
+FLOOR_LAYERS = {"lstm": _lstm_floor_layer, "gru": _gru_floor_layer}
+
+
+def gemm_floor_hs(layers, xs):
+    """The cell's matmuls and pointwise gates with no recurrence, layer by layer (:data:`FLOOR_LAYERS`).
+
+    Each layer reads all ``T·B`` rows at once; no step waits for another.
     """
     B, T, _ = xs.shape
+    layer = FLOOR_LAYERS[cell_of(layers)]
     h = xs.reshape(B * T, xs.shape[-1])
     for p in layers:
-        D = p.w_hh.shape[1]
-        z = h @ p.w_ih.T + p.b[None, :]
-        u = jnp.tanh(z[:, 2 * D : 3 * D])
-        a = z + u @ p.w_hh.T
-        i, f, g, o = (a[:, k * D : (k + 1) * D] for k in range(4))
-        c = jax.nn.sigmoid(f) * u + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        h = layer(p, h)
     return h.reshape(B, T, h.shape[-1])
 
 
 def gemm_floor_runners(layers, xs, device) -> list[Runner]:
-    return [_jax_runner("gemm_floor", "default", gemm_floor_hs, layers, xs, _numpy_layers)]
+    return [_jax_runner("gemm_floor", "default", cell_of(layers), gemm_floor_hs, layers, xs, _numpy_layers)]
 
 
 # flax ------------------------------------------------------------------------------------------
 
-FLAX_GATES = ("i", "f", "g", "o")  # OptimizedLSTMCell's per-gate submodules: 'i?' on x, 'h?' on h (with bias)
+FLAX_LSTM_GATES = ("i", "f", "g", "o")  # OptimizedLSTMCell's per-gate submodules: 'i?' on x, 'h?' on h (with bias)
+FLAX_GRU_GATES = ("r", "z", "n")  # GRUCell's: 'i?' on x (with bias), 'h?' on h ('hn' alone with a bias, b_hn)
 
 
-def flax_model(D: int, num_layers: int, dtype: str):
+def _lstm_to_flax(p) -> dict:
+    D = p.w_hh.shape[1]
+    cell = {}
+    for gate, w_ih, w_hh, b in zip(FLAX_LSTM_GATES, _blocks(p.w_ih, D, 4), _blocks(p.w_hh, D, 4), _blocks(p.b, D, 4)):
+        cell["i" + gate] = {"kernel": w_ih.T}
+        cell["h" + gate] = {"kernel": w_hh.T, "bias": b}
+    return cell
+
+
+def _lstm_from_flax(cell) -> lj.LSTMParams:
+    def stack(kind, field):
+        return np.concatenate([_f32(cell[kind + g][field]).T for g in FLAX_LSTM_GATES])
+
+    return lj.LSTMParams(stack("i", "kernel"), stack("h", "kernel"), stack("h", "bias"))
+
+
+def _gru_to_flax(p) -> dict:
+    D = p.w_hh.shape[1]
+    cell = {}
+    for gate, w_ih, w_hh, b in zip(FLAX_GRU_GATES, _blocks(p.w_ih, D, 3), _blocks(p.w_hh, D, 3), _blocks(p.b, D, 3)):
+        cell["i" + gate] = {"kernel": w_ih.T, "bias": b}
+        cell["h" + gate] = {"kernel": w_hh.T}
+    cell["hn"]["bias"] = p.b_hn
+    return cell
+
+
+def _gru_from_flax(cell) -> lj.GRUParams:
+    def stack(name, field):
+        return np.concatenate([_f32(cell[name + g][field]).T for g in FLAX_GRU_GATES])
+
+    return lj.GRUParams(stack("i", "kernel"), stack("h", "kernel"), stack("i", "bias"), _f32(cell["hn"]["bias"]))
+
+
+class FlaxCell(NamedTuple):
+    """How flax runs one of our cells: its module, and our parameters of one layer to and from its variables."""
+
+    module: str  # the flax.linen cell class
+    to_flax: Callable[[Any], dict]
+    from_flax: Callable[[dict], Any]
+
+
+FLAX_CELLS = {
+    "lstm": FlaxCell("OptimizedLSTMCell", _lstm_to_flax, _lstm_from_flax),
+    "gru": FlaxCell("GRUCell", _gru_to_flax, _gru_from_flax),
+}
+
+
+def flax_model(D: int, num_layers: int, dtype: str, cell: str = "lstm"):
     import flax.linen as nn
 
+    cell_class = getattr(nn, FLAX_CELLS[cell].module)
+
     class Stack(nn.Module):
-        """``num_layers`` ``nn.RNN(nn.OptimizedLSTMCell(D))``, each reading the previous one's outputs."""
+        """``num_layers`` ``nn.RNN(cell_class(D))``, each reading the previous one's outputs."""
 
         @nn.compact
         def __call__(self, xs):
             for layer in range(num_layers):
-                cell = nn.OptimizedLSTMCell(D, dtype=DTYPES[dtype], param_dtype=DTYPES[dtype], name=f"layer{layer}")
-                xs = nn.RNN(cell)(xs)
+                module = cell_class(D, dtype=DTYPES[dtype], param_dtype=DTYPES[dtype], name=f"layer{layer}")
+                xs = nn.RNN(module)(xs)
             return xs
 
     return Stack()
@@ -277,32 +398,18 @@ def flax_model(D: int, num_layers: int, dtype: str):
 
 def flax_params(layers) -> dict:
     """lstm_jax layers as flax ``Stack`` variables: per gate, kernels are the row blocks transposed."""
-    variables = {}
-    for n, p in enumerate(layers):
-        D = p.w_hh.shape[1]
-        cell = {}
-        for k, gate in enumerate(FLAX_GATES):
-            rows = slice(k * D, (k + 1) * D)
-            cell["i" + gate] = {"kernel": p.w_ih[rows].T}
-            cell["h" + gate] = {"kernel": p.w_hh[rows].T, "bias": p.b[rows]}
-        variables[f"layer{n}"] = cell
-    return {"params": variables}
+    to_flax = FLAX_CELLS[cell_of(layers)].to_flax
+    return {"params": {f"layer{n}": to_flax(p) for n, p in enumerate(layers)}}
 
 
-def flax_grads_as_layers(grads) -> tuple:
-    layers = []
-    for n in range(len(grads["params"])):
-        cell = grads["params"][f"layer{n}"]
-        w_ih = np.concatenate([np.asarray(cell["i" + g]["kernel"], np.float32).T for g in FLAX_GATES])
-        w_hh = np.concatenate([np.asarray(cell["h" + g]["kernel"], np.float32).T for g in FLAX_GATES])
-        b = np.concatenate([np.asarray(cell["h" + g]["bias"], np.float32) for g in FLAX_GATES])
-        layers.append(lj.LSTMParams(w_ih, w_hh, b))
-    return tuple(layers)
+def flax_grads_as_layers(grads, cell: str = "lstm") -> tuple:
+    from_flax = FLAX_CELLS[cell].from_flax
+    return tuple(from_flax(grads["params"][f"layer{n}"]) for n in range(len(grads["params"])))
 
 
 def flax_runners(layers, xs, device) -> list[Runner]:
-    D, dtype = layers[0].w_hh.shape[1], jnp.dtype(xs.dtype).name
-    model = flax_model(D, len(layers), dtype)
+    cell, D, dtype = cell_of(layers), layers[0].w_hh.shape[1], jnp.dtype(xs.dtype).name
+    model = flax_model(D, len(layers), dtype, cell)
     params = jax.device_put(flax_params(layers), device)
 
     def shapes(tree):
@@ -311,7 +418,11 @@ def flax_runners(layers, xs, device) -> list[Runner]:
     expected, got = shapes(jax.eval_shape(model.init, jax.random.key(0), xs)), shapes(params)
     if expected != got:
         raise RuntimeError(f"flax parameters: expected {expected}, built {got}")
-    return [_jax_runner("flax", "default", model.apply, params, xs, flax_grads_as_layers, (D, len(layers), dtype))]
+
+    def grads_as_layers(grads):
+        return flax_grads_as_layers(grads, cell)
+
+    return [_jax_runner("flax", "default", cell, model.apply, params, xs, grads_as_layers, (D, len(layers), dtype))]
 
 
 # torch -----------------------------------------------------------------------------------------
@@ -325,27 +436,57 @@ def torch_available() -> bool:
     return True
 
 
+class TorchCell(NamedTuple):
+    """How torch runs one of our cells: its module, our layer's biases as its two, its gradients as our layer.
+
+    ``biases``: ``params -> (bias_ih, bias_hh)``; ``from_torch``: ``(weight_ih, weight_hh, bias_ih, bias_hh)
+    -> params`` (the gradients of torch's four tensors as the gradients of ours). The weights are
+    torch's as they are (same gate order).
+    """
+
+    module: str  # the torch.nn class
+    biases: Callable[[Any], tuple]
+    from_torch: Callable[..., Any]
+
+
+TORCH_CELLS = {
+    # b = bias_ih + bias_hh: all of it in bias_ih, zeros in bias_hh (both get the same gradient).
+    "lstm": TorchCell(
+        "LSTM",
+        lambda p: (_f32(p.b), np.zeros_like(_f32(p.b))),
+        lambda w_ih, w_hh, b_ih, b_hh: lj.LSTMParams(w_ih, w_hh, b_ih),
+    ),
+    # b = bias_ih + [b_hr; b_hz; 0]: b in bias_ih, and bias_hh = [0; 0; b_hn] (b_hn sits inside r ⊙ (·)).
+    "gru": TorchCell(
+        "GRU",
+        lambda p: (_f32(p.b), np.concatenate([np.zeros(2 * p.b_hn.shape[0], np.float32), _f32(p.b_hn)])),
+        lambda w_ih, w_hh, b_ih, b_hh: lj.GRUParams(w_ih, w_hh, b_ih, b_hh[2 * w_hh.shape[1] :]),
+    ),
+}
+TORCH_TENSORS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
 def torch_runners(layers, xs, device) -> list[Runner]:
-    """``torch.nn.LSTM`` with our weights: ``weight_ih_l{k}`` = ``w_ih`` (same gate order), ``bias_ih`` = ``b``, ``bias_hh`` = 0."""
+    """``torch.nn.LSTM`` or ``torch.nn.GRU`` with our weights (:data:`TORCH_CELLS`): ``weight_ih_l{k}`` = ``w_ih``,
+    ``weight_hh_l{k}`` = ``w_hh`` (same gate order), the biases as the cell's entry says."""
     import torch
 
     on_gpu = device.platform == "gpu"
     torch_device = torch.device("cuda" if on_gpu else "cpu")
     dtype = getattr(torch, jnp.dtype(xs.dtype).name)
     M, D = layers[0].w_ih.shape[1], layers[0].w_hh.shape[1]
+    spec = TORCH_CELLS[cell_of(layers)]
 
     def to_torch(a):
         return torch.from_numpy(np.array(a, np.float32)).to(device=torch_device, dtype=dtype)
 
-    lstm = torch.nn.LSTM(M, D, len(layers), batch_first=True, device=torch_device, dtype=dtype)
+    rnn = getattr(torch.nn, spec.module)(M, D, len(layers), batch_first=True, device=torch_device, dtype=dtype)
     with torch.no_grad():
         for n, p in enumerate(layers):
-            getattr(lstm, f"weight_ih_l{n}").copy_(to_torch(p.w_ih))
-            getattr(lstm, f"weight_hh_l{n}").copy_(to_torch(p.w_hh))
-            getattr(lstm, f"bias_ih_l{n}").copy_(to_torch(p.b))
-            getattr(lstm, f"bias_hh_l{n}").zero_()
+            for kind, value in zip(TORCH_TENSORS, (p.w_ih, p.w_hh, *spec.biases(p))):
+                getattr(rnn, f"{kind}_l{n}").copy_(to_torch(value))
     x = to_torch(xs)
-    names = [f"{kind}_l{n}" for n in range(len(layers)) for kind in ("weight_ih", "weight_hh", "bias_ih")]
+    names = [f"{kind}_l{n}" for n in range(len(layers)) for kind in TORCH_TENSORS]
 
     def sync():
         if on_gpu:
@@ -353,26 +494,23 @@ def torch_runners(layers, xs, device) -> list[Runner]:
 
     def forward():
         with torch.no_grad():
-            hs = lstm(x)[0]
+            hs = rnn(x)[0]
         sync()
         return hs
 
     def train():
-        lstm.zero_grad(set_to_none=True)
-        hs = lstm(x)[0]
+        rnn.zero_grad(set_to_none=True)
+        hs = rnn(x)[0]
         loss = hs.float().square().mean()
         loss.backward()
         sync()
-        return loss.detach(), {name: getattr(lstm, name).grad for name in names}
+        return loss.detach(), {name: getattr(rnn, name).grad for name in names}
 
     def grads_as_layers(grads):
         def get(name):
             return grads[name].float().cpu().numpy()
 
-        return tuple(
-            lj.LSTMParams(get(f"weight_ih_l{n}"), get(f"weight_hh_l{n}"), get(f"bias_ih_l{n}"))
-            for n in range(len(layers))
-        )
+        return tuple(spec.from_torch(*(get(f"{kind}_l{n}") for kind in TORCH_TENSORS)) for n in range(len(layers)))
 
     return [Runner("torch", "default", forward, train, grads_as_layers)]
 
@@ -560,6 +698,14 @@ def device_name(device) -> str:
     return getattr(device, "device_kind", str(device))
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (``os.getloadavg``), ``None`` where the platform has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -617,8 +763,12 @@ def run_isolated(impls, rounds: int, child_args: list[str], log=print) -> list[d
 
 
 def _problem_of(row: dict) -> tuple:
-    """The problem a row measured: its dtype and shape."""
-    return (row["dtype"], *(row[k] for k in Shape._fields))
+    """The problem a row measured: its dtype, shape and cell (rows from before the GRU have no ``cell``: the LSTM)."""
+    return (row["dtype"], *(row[k] for k in Shape._fields), _cell_label(row))
+
+
+def _cell_label(row: dict) -> str:
+    return row.get("cell", "lstm")
 
 
 def run_suite(
@@ -633,32 +783,43 @@ def run_suite(
     variants=None,
     budget_s: float | None = None,
     save: Callable[[list], None] | None = None,
+    cells=("lstm",),
 ) -> list[dict]:
-    """Benchmark rows for every shape and dtype (see ``ROW_KEYS``).
+    """Benchmark rows for every dtype, shape and cell, in that order (see ``ROW_KEYS``).
 
-    ``quiet``, ``max_wait``: :func:`time_interleaved`; ``variants``: :func:`runners_for`. No new
-    problem starts after ``budget_s`` seconds; ``save(rows)`` is called after each problem, so a run
-    stopped from outside keeps what it measured.
+    ``quiet``, ``max_wait``: :func:`time_interleaved`; ``variants``: :func:`runners_for`. The cells of
+    one shape run one after the other, so that their ratios come from the same minutes of the
+    machine. No new problem starts after ``budget_s`` seconds; ``save(rows)`` is called after each
+    problem, so a run stopped from outside keeps what it measured.
     """
     device = device or jax.devices("cpu")[0]
     info = {"device": device.platform, "device_name": device_name(device), "versions": versions()}
     rows = []
     start = time.monotonic()
-    for dtype, shape in itertools.product(dtypes, shapes):
+    for dtype, shape, cell in itertools.product(dtypes, shapes, cells):
         if budget_s is not None and time.monotonic() - start > budget_s:
-            log(f"time budget of {budget_s:.0f} s spent: {dtype} B={shape.B} T={shape.T} D={shape.D} and later skipped")
+            log(
+                f"time budget of {budget_s:.0f} s spent: {dtype} {cell} B={shape.B} T={shape.T} D={shape.D}"
+                " and later skipped"
+            )
             break
-        log(f"{dtype} B={shape.B} T={shape.T} M={shape.M} D={shape.D} layers={shape.layers}")
-        layers, xs = problem(shape, dtype, device)
+        log(f"{dtype} {cell} B={shape.B} T={shape.T} M={shape.M} D={shape.D} layers={shape.layers}")
+        load_before = load_average()
+        layers, xs = problem(shape, dtype, device, cell=cell)
         runners = runners_for(impls, layers, xs, device, log, variants)
         timings = time_interleaved(runners, repeats, quiet, max_wait)
+        loadavg = [load_before, load_average()]
         busy = round(statistics.median(timings.busy), 3) if timings.busy else None
-        log(f"  other processes' CPU load before repeats: median {busy}, waited {sum(timings.waited_s):.0f} s")
+        log(
+            f"  other processes' CPU load before repeats: median {busy}, waited {sum(timings.waited_s):.0f} s;"
+            f" load average (1 min) {loadavg[0]} -> {loadavg[1]}"
+        )
         for (impl, variant), t in timings.ms.items():
             fwd, train = statistics.median(t["fwd"]), statistics.median(t["train"])
             row = {
                 "impl": impl,
                 "variant": variant,
+                "cell": cell,
                 "device": info["device"],
                 "device_name": info["device_name"],
                 "dtype": dtype,
@@ -669,6 +830,7 @@ def run_suite(
                 "repeats": repeats,
                 "others_busy": busy,  # median fraction of the CPUs used by other processes before a repeat
                 "waited_s": round(sum(timings.waited_s), 1),
+                "loadavg_1min": loadavg,  # before building the runners, after timing them (all processes)
                 "torch_threads": torch_threads(),
                 "date": now(),
                 "versions": info["versions"],
@@ -817,8 +979,25 @@ def _machine(rows) -> str:
     return f"{first['device']}: {first['device_name']}; {dates[0][:10]}; {versions_}"
 
 
+def _span(values) -> str:
+    values = [v for v in values if v is not None]
+    return "?" if not values else f"{min(values):.2g}–{max(values):.2g}"
+
+
+def _load_note(rows) -> str:
+    """How busy the machine was, for rows that recorded it (rows from before 2026-12-02 did not)."""
+    if not any("loadavg_1min" in row for row in rows):
+        return ""
+    loads = [v for row in rows for v in row.get("loadavg_1min") or ()]
+    busy = [row.get("others_busy") for row in rows]
+    return (
+        f" Load average (1 min, all processes, at the start and end of each shape) {_span(loads)};"
+        f" CPU share used by other processes before the repeats (median per shape) {_span(busy)}."
+    )
+
+
 def benchmark_table(rows: list[dict]) -> str:
-    """Markdown: per device and dtype, a training and a forward table (median ms and lstm_jax ratios)."""
+    """Markdown: per device, dtype and cell, a training and a forward table (median ms and lstm_jax ratios)."""
     rows = [row for row in rows if row.get("probe") != "memory"]
     if not rows:
         return ""
@@ -828,31 +1007,33 @@ def benchmark_table(rows: list[dict]) -> str:
         lines = [f"Machine: {_machine(rows)}; {how} of {repeats} repeats."]
     else:
         lines = [f"Machine: {_machine(rows)}; median of {repeats} interleaved repeats."]
+    lines[0] += _load_note(rows)
     columns = []
     for row in rows:
         key = (row["impl"], row["variant"])
         if key not in columns:
             columns.append(key)
     columns.sort(key=lambda c: (IMPLS.index(c[0]) if c[0] in IMPLS else len(IMPLS), c[1] != "default", c[1]))
-    for device in dict.fromkeys(row["device"] for row in rows):
-        for dtype in dict.fromkeys(row["dtype"] for row in rows if row["device"] == device):
-            subset = [row for row in rows if row["device"] == device and row["dtype"] == dtype]
-            shapes = list(dict.fromkeys(_shape_label(row) for row in subset))
-            cell = {(_shape_label(r), r["impl"], r["variant"]): r for r in subset}
-            for kind, title in (("train_ms", "training step"), ("fwd_ms", "forward")):
-                lines += ["", f"**{device} {dtype}, {title}** (ms; shape B×T×M×D×layers)", ""]
-                header = ["shape"] + [_impl_label(*c) for c in columns]
-                header += ["lstm_jax/torch", "lstm_jax/flax", "lstm_jax/gemm_floor"]
-                lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                for shape in shapes:
+    groups = dict.fromkeys((row["device"], row["dtype"], _cell_label(row)) for row in rows)
+    for device, dtype, cell_name in groups:  # in the rows' order
+        subset = [r for r in rows if (r["device"], r["dtype"], _cell_label(r)) == (device, dtype, cell_name)]
+        shapes = list(dict.fromkeys(_shape_label(row) for row in subset))
+        by_key = {(_shape_label(r), r["impl"], r["variant"]): r for r in subset}
+        for kind, title in (("train_ms", "training step"), ("fwd_ms", "forward")):
+            heading = f"{device} {dtype} {CELL_TITLES.get(cell_name, cell_name)}, {title}"
+            lines += ["", f"**{heading}** (ms; shape B×T×M×D×layers)", ""]
+            header = ["shape"] + [_impl_label(*c) for c in columns]
+            header += ["lstm_jax/torch", "lstm_jax/flax", "lstm_jax/gemm_floor"]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for shape in shapes:
 
-                    def get(impl, variant="default"):
-                        row = cell.get((shape, impl, variant))
-                        return None if row is None else row[kind]
+                def get(impl, variant="default"):
+                    row = by_key.get((shape, impl, variant))
+                    return None if row is None else row[kind]
 
-                    values = [_ms(get(*c)) for c in columns]
-                    ratios = [_ratio(get("lstm_jax"), get(other)) for other in ("torch", "flax", "gemm_floor")]
-                    lines.append("| " + " | ".join([shape, *values, *ratios]) + " |")
+                values = [_ms(get(*c)) for c in columns]
+                ratios = [_ratio(get("lstm_jax"), get(other)) for other in ("torch", "flax", "gemm_floor")]
+                lines.append("| " + " | ".join([shape, *values, *ratios]) + " |")
     return "\n".join(lines)
 
 
@@ -924,6 +1105,7 @@ def _child_args(args) -> list[str]:
     child += ["--max-wait", str(args.max_wait)]
     for flag, value in (
         ("--shapes", args.shapes),
+        ("--cells", args.cells),
         ("--dtypes", args.dtypes),
         ("--variants", args.variants),
         ("--torch-threads", args.torch_threads),
@@ -939,6 +1121,9 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", choices=sorted(SHAPES), help="shape set (default: the device's)")
     parser.add_argument("--dtypes", help="comma-separated, of " + ",".join(DTYPES) + " (default: the device's)")
     parser.add_argument("--impls", default=",".join(IMPLS), help="comma-separated, of " + ",".join(IMPLS))
+    parser.add_argument(
+        "--cells", help="comma-separated, of " + ",".join(CELLS) + " (default: lstm,gru on a CPU, lstm on a GPU)"
+    )
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per implementation (median reported)")
     parser.add_argument(
         "--variants", help="comma-separated lstm_jax variants to time (default: all of unroll_variants for the device)"
@@ -993,6 +1178,9 @@ def main(argv=None) -> int:
     dtypes = args.dtypes.split(",") if args.dtypes else DEFAULT_DTYPES[kind]
     if any(d not in DTYPES for d in dtypes):
         parser.error(f"--dtypes: expected names from {','.join(DTYPES)}, got {args.dtypes!r}")
+    cells = args.cells.split(",") if args.cells else DEFAULT_CELLS[kind]
+    if not cells or any(c not in CELLS for c in cells):
+        parser.error(f"--cells: expected names from {','.join(CELLS)}, got {args.cells!r}")
 
     if args.memory:
         log = print
@@ -1018,6 +1206,7 @@ def main(argv=None) -> int:
                 variants=args.variants.split(",") if args.variants else None,
                 budget_s=args.budget_s,
                 save=lambda rows: write_atomic(out, json.dumps(rows, indent=1) + "\n"),
+                cells=cells,
             )
         )
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,11 +43,42 @@ def _assert_same(runner, reference):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"{label}: layer {layer} d{name}")
 
 
-@pytest.fixture(scope="module", params=bench.SHAPES["quick"], ids=lambda s: f"B{s.B}T{s.T}M{s.M}D{s.D}L{s.layers}")
+def _random_biases(layers, seed=1):
+    """``layers`` with every bias (each 1-D leaf: the LSTM's ``b``, the GRU's ``b`` and ``b_hn``) drawn N(0, 0.5²).
+
+    The initialisers give zero biases (but the LSTM's forget gate), under which a bias copied to the
+    wrong place in flax's or torch's layout would go unseen.
+    """
+    leaves, tree = jax.tree.flatten(layers)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    leaves = [0.5 * jax.random.normal(k, a.shape, a.dtype) if a.ndim == 1 else a for k, a in zip(keys, leaves)]
+    return jax.tree.unflatten(tree, leaves)
+
+
+QUICK = [(cell, shape) for cell in bench.CELLS for shape in bench.SHAPES["quick"]]
+
+
+@pytest.fixture(
+    scope="module", params=QUICK, ids=lambda c: f"{c[0]}-B{c[1].B}T{c[1].T}M{c[1].M}D{c[1].D}L{c[1].layers}"
+)
 def quick_problem(request):
-    layers, xs = bench.problem(request.param, "float32", CPU)
+    cell, shape = request.param
+    layers, xs = bench.problem(shape, "float32", CPU, cell=cell)
+    layers = _random_biases(layers)
+    assert bench.cell_of(layers) == cell
     reference = _results(bench.lstm_jax_runners(layers, xs, CPU)[0])
     return layers, xs, reference
+
+
+def test_problem_draws_each_cells_parameters():
+    shape = bench.SHAPES["quick"][1]
+    for cell, kind in (("lstm", bench.lj.LSTMParams), ("gru", bench.lj.GRUParams)):
+        layers, xs = bench.problem(shape, "float32", CPU, cell=cell)
+        assert len(layers) == shape.layers and all(type(p) is kind for p in layers)
+        assert bench.cell_of(layers) == cell and xs.shape == (shape.B, shape.T, shape.M)
+    with pytest.raises(ValueError, match="layers: expected parameters of lstm, gru, got RNNParams"):
+        bench.cell_of((bench.lj.init_rnn(jax.random.key(0), 3, 4),))
+    assert set(bench.CELLS) == set(bench.FLAX_CELLS) == set(bench.TORCH_CELLS) == set(bench.FLOOR_LAYERS)
 
 
 def test_quick_shapes_have_one_and_several_layers():
@@ -59,7 +90,7 @@ def test_jax_implementations_give_the_same_loss_and_gradients(quick_problem, imp
     layers, xs, reference = quick_problem
     runners = bench.RUNNERS[impl](layers, xs, CPU)
     if impl == "lstm_jax":  # every variant (impl="scan" too, when unroll has it); the default is the reference
-        assert [r.variant for r in runners] == [v for v, _ in bench.unroll_variants()]
+        assert [r.variant for r in runners] == [v for v, _ in bench.unroll_variants(cell=bench.cell_of(layers))]
         runners = runners[1:]
     for runner in runners:
         _assert_same(runner, reference)
@@ -72,7 +103,7 @@ def test_torch_gives_the_same_loss_and_gradients(quick_problem):
     _assert_same(runner, reference)
 
 
-def test_gemm_floor_has_the_lstm_parameters_and_no_recurrence(quick_problem):
+def test_gemm_floor_has_the_cells_parameters_and_no_recurrence(quick_problem):
     layers, xs, reference = quick_problem
     (runner,) = bench.gemm_floor_runners(layers, xs, CPU)
     loss, grads, hs = _results(runner)
@@ -107,6 +138,7 @@ def test_rows_have_the_documented_fields():
         assert {"python", "jax", "jaxlib", "flax", "optax", "numpy"} <= set(row["versions"])
         assert row["date"].endswith("+00:00")
         assert row["repeats"] == 2 and row["waited_s"] >= 0 and "torch_threads" in row
+        assert len(row["loadavg_1min"]) == 2 and all(v is None or v >= 0 for v in row["loadavg_1min"])
         assert row["others_busy"] is None or 0 <= row["others_busy"] <= 1
     json.dumps(rows)
 
@@ -152,7 +184,7 @@ def test_table_renders_from_json(tmp_path, capsys):
 
 def test_table_marks_missing_implementations(tmp_path):
     table = bench.render([_row("lstm_jax", 2.0, 1.0), _row("lstm_jax", 1.0, 1.0, dtype="bfloat16")])
-    assert "**cpu float32, training step**" in table and "**cpu bfloat16, forward**" in table
+    assert "**cpu float32 LSTM, training step**" in table and "**cpu bfloat16 LSTM, forward**" in table
     assert "| 8×100×32×64×1 | 2 | — | — | — |" in table
 
 
@@ -162,9 +194,40 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     args += ["--out", str(out), "--table"]
     assert bench.main(args) == 0
     rows = json.loads(out.read_text())
-    assert len(rows) == len(bench.SHAPES["quick"])
+    assert len(rows) == len(bench.SHAPES["quick"]) * len(bench.DEFAULT_CELLS["cpu"])
     assert out.with_suffix(".md").read_text() == bench.render(rows) + "\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["bench_quick.json", "bench_quick.md"]  # no temporaries
+
+
+def test_smoke_mode_times_the_gru_beside_the_lstm(tmp_path):
+    """``--shapes quick`` on the CPU, default cells: every implementation has a GRU row per shape, after the
+    LSTM's of the same shape, and the GRU gets its own tables."""
+    pytest.importorskip("torch")
+    out = tmp_path / "smoke.json"
+    args = ["--shapes", "quick", "--variants", "default", "--repeats", "1", "--quiet", "1", "--out", str(out)]
+    assert bench.main(args + ["--table"]) == 0
+    rows = json.loads(out.read_text())
+    impls = list(bench.IMPLS)
+    expected = [(s.T, cell, impl) for s in bench.SHAPES["quick"] for cell in ("lstm", "gru") for impl in impls]
+    assert [(r["T"], r["cell"], r["impl"]) for r in rows] == expected
+    assert all(r["fwd_ms"] > 0 and r["train_ms"] > 0 for r in rows)
+    table = out.with_suffix(".md").read_text()
+    assert "**cpu float32 GRU, training step**" in table and "**cpu float32 GRU, forward**" in table
+    gru = table[table.index("**cpu float32 GRU, training step**") :]
+    assert all(f"| {bench._shape_label(r)} |" in gru for r in rows)
+
+
+def test_tables_per_cell_and_rows_without_a_cell_are_the_lstm():
+    gru = [{**_row("lstm_jax", 3.0, 1.5), "cell": "gru"}, {**_row("torch", 6.0, 1.0), "cell": "gru"}]
+    table = bench.render([_row("lstm_jax", 2.0, 1.0), _row("torch", 8.0, 4.0), *gru])
+    lstm_part, gru_part = table.split("**cpu float32 GRU, training step**")
+    assert "**cpu float32 LSTM, training step**" in lstm_part and "| 8×100×32×64×1 | 2 | 8 | 0.25 |" in lstm_part
+    assert "| 8×100×32×64×1 | 3 | 6 | 0.50 |" in gru_part and "| 8×100×32×64×1 | 1.5 | 1 | 1.50 |" in gru_part
+    assert bench._problem_of(_row("torch", 1, 1)) != bench._problem_of(gru[1])
+    assert "Load average" not in table  # rows from before it was recorded
+    loaded = [{**row, "loadavg_1min": [0.5, 3.25], "others_busy": busy} for row, busy in zip(gru, (0.0, 0.42))]
+    assert "Load average (1 min, all processes, at the start and end of each shape) 0.5–3.2;" in bench.render(loaded)
+    assert "before the repeats (median per shape) 0–0.42." in bench.render(loaded)
 
 
 def test_docs_block_is_replaced(tmp_path):
@@ -206,7 +269,9 @@ def test_memory_probe_reports_compiled_sizes():
     assert "| impl | options | temp MiB |" in bench.memory_table(rows)
 
 
-@pytest.mark.parametrize("name", ["bench_cpu", "bench_cpu_isolated", "bench_cpu_1core", "bench_memory_cpu"])
+@pytest.mark.parametrize(
+    "name", ["bench_cpu", "bench_cpu_gru", "bench_cpu_isolated", "bench_cpu_1core", "bench_memory_cpu"]
+)
 def test_committed_tables_are_generated(name):
     path = ROOT / "experiments" / "results" / f"{name}.json"
     if not path.exists():
@@ -229,6 +294,8 @@ def test_gpu_variants_add_pallas_and_bf16_compute():
     assert [v for v, _ in bench.unroll_variants(gpu, "bfloat16")] == ["default", "scan", "pallas"]
     assert dict(bench.unroll_variants(gpu))["pallas_bf16_compute"] == {"impl": "pallas", "compute_dtype": "bfloat16"}
     assert [v for v, _ in bench.unroll_variants(CPU, "float32")] == ["default", "scan"]
+    # The Pallas kernels are the LSTM's: the GRU on a GPU gets the scan loops, in both precisions.
+    assert [v for v, _ in bench.unroll_variants(gpu, "float32", "gru")] == ["default", "scan", "bf16_compute"]
 
 
 def test_run_suite_variants_budget_and_save():
@@ -249,7 +316,7 @@ def test_run_suite_variants_budget_and_save():
     assert saved == [1, 2]
     messages = []
     assert bench.run_suite(shapes, ["float32"], ["lstm_jax"], 1, CPU, log=messages.append, budget_s=0) == []
-    assert messages == ["time budget of 0 s spent: float32 B=3 T=7 D=4 and later skipped"]
+    assert messages == ["time budget of 0 s spent: float32 lstm B=3 T=7 D=4 and later skipped"]
 
 
 def test_isolated_suite_runs_each_implementation_in_its_own_process(tmp_path):
@@ -272,6 +339,7 @@ def test_isolated_suite_runs_each_implementation_in_its_own_process(tmp_path):
             quiet=1.0,
             max_wait=5.0,
             shapes="quick",
+            cells="gru",
             dtypes=None,
             variants="default",
             torch_threads=None,
@@ -287,6 +355,8 @@ def test_isolated_suite_runs_each_implementation_in_its_own_process(tmp_path):
         "5.0",
         "--shapes",
         "quick",
+        "--cells",
+        "gru",
         "--variants",
         "default",
     ]
