@@ -1,8 +1,8 @@
 r"""One time step of each recurrent cell as pure functions: the simple RNN and the LSTM of the article
-(§1.2, §2.2) and the GRU.
+(§1.2, §2.2), the LSTM's options (projection, peepholes, layer normalisation) and the GRU.
 
-One module per cell (:mod:`~lstm_jax.cells.rnn`, :mod:`~lstm_jax.cells.lstm`,
-:mod:`~lstm_jax.cells.gru`), each holding its parameters, its forward step and its hand-derived
+One module per cell (:mod:`~lstm_jax.cells.rnn`, :mod:`~lstm_jax.cells.lstm` and its options
+:mod:`~lstm_jax.cells.lstm_variants`, :mod:`~lstm_jax.cells.gru`), each holding its parameters, its forward step and its hand-derived
 backward step (a :class:`Kernel`); :mod:`~lstm_jax.cells._base` holds what they share. Every name is
 importable from here: ``from lstm_jax.cells import gru_cell, GRUParams``.
 """
@@ -25,6 +25,7 @@ from lstm_jax.cells._base import (
     matmul,
     project_input,
     step,
+    sum_outer,
     sum_rows,
 )
 from lstm_jax.cells.gru import GRU_CELL, GRU_GATE_ORDER, GRUParams, gru_cell, gru_grad_step, gru_step
@@ -35,11 +36,11 @@ from lstm_jax.cells.lstm import (
     LSTMState,
     lstm_activation_derivative,
     lstm_activations,
-    lstm_cell,
     lstm_gates,
     lstm_grad_step,
     lstm_step,
 )
+from lstm_jax.cells.lstm_variants import LAYER_NORM_EPS, LSTMVariantParams, lstm_cell
 from lstm_jax.cells.rnn import DERIVATIVE_FROM_OUTPUT, RNN_CELLS, RNNParams, rnn_cell, rnn_grad_step, rnn_step
 
 #: Every built-in cell object (the RNN once per activation).
@@ -56,7 +57,9 @@ __all__ = [
     "GRU_GATE_ORDER",
     "Kernel",
     "LSTMParams",
+    "LAYER_NORM_EPS",
     "LSTMState",
+    "LSTMVariantParams",
     "LSTM_CELL",
     "LSTM_GATE_ORDER",
     "OUTPUT_ACTIVATIONS",
@@ -86,5 +89,6 @@ __all__ = [
     "rnn_grad_step",
     "rnn_step",
     "step",
+    "sum_outer",
     "sum_rows",
 ]

@@ -4,7 +4,9 @@ Parameters are NamedTuples of arrays in the article's column-vector layout (``W`
 ``(out, in)`` and acts as ``W x``; the code computes ``x @ W.T`` so any leading batch dimensions
 work). Every cell's parameters start with the fields ``w_ih`` (input → gates), ``w_hh`` (state →
 gates) and ``b``, with ``G·D`` rows where ``G`` is the number of gate blocks (1 for the RNN, 4 for
-the LSTM, 3 for the GRU); a cell may add fields after them (the GRU's ``b_hn``), its *extras*.
+the LSTM, 3 for the GRU); a cell may add fields after them (the GRU's ``b_hn``, the LSTM variants'
+projection, peepholes and layer-norm gains), its *extras*. ``w_hh`` has ``D`` columns, or ``P`` for a
+cell whose state ``h`` is a projection of size ``P`` (``Cell.proj_size``).
 
 Every step is split in two so that the input projection of all time steps can be one GEMM before
 ``lax.scan`` (see :mod:`lstm_jax.unroll`):
@@ -58,10 +60,13 @@ class StepGrads(NamedTuple):
     ``da`` is :math:`\partial L/\partial a_t` for the recurrent pre-activation :math:`a_t = W_{hh} h_{t-1}`
     (it gives :math:`\partial L/\partial W_{hh}`), ``None`` where it equals ``dz`` (the gates are a plain
     sum :math:`z_t + a_t`: the RNN and the LSTM). The GRU's ``r ⊙ (a_n + b_hn)`` makes them differ.
+    ``extra`` holds per-step gradients that only the extras' gradients need (the LSTM projection's
+    :math:`\partial L/\partial h_t`); the loops stack it and zero it at padded steps like ``dz``.
     """
 
     dz: Array  # (*batch, G·D)
     da: Array | None = None  # (*batch, G·D), or None: the same as dz
+    extra: Any = None  # what Kernel.extra_grads needs from each step besides dz and da (arrays (*batch, ·)), or None
 
     @property
     def recurrent(self) -> Array:
@@ -114,6 +119,9 @@ class Cell(NamedTuple):
       kernel: the :class:`Kernel` the step was derived from (the fast path and the manual BPTT run
         it), or ``None`` for a plain step function.
       extra_shapes: ``D -> {field: shape}`` of the parameters after ``(w_ih, w_hh, b)``; ``None``: none.
+        A shape of ``None`` means the field must be ``None`` (an option of the cell that is off).
+      proj_size: the size ``P`` of the state ``h`` (the operand of ``W_hh``, the output) when it is not
+        the cell size ``D``: the LSTM with a projection; ``None``: ``h`` has ``D`` units.
 
     A ``Cell`` is hashable, so it can be a static argument: ``jax.jit(unroll, static_argnums=0)``.
     """
@@ -124,11 +132,13 @@ class Cell(NamedTuple):
     recur: Callable[[Any, Any, Array], tuple[Any, Array]]
     zeros: Callable[[Any, tuple[int, ...]], Any] | None
     kernel: Kernel | None = None
-    extra_shapes: Callable[[int], dict[str, tuple[int, ...]]] | None = None
+    extra_shapes: Callable[[int], dict[str, tuple[int, ...] | None]] | None = None
+    proj_size: int | None = None
 
 
 def extras(params) -> tuple:
-    """The parameters after ``(w_ih, w_hh, b)``: the GRU's ``(b_hn,)``; ``()`` for the RNN and the LSTM."""
+    """The parameters after ``(w_ih, w_hh, b)``: the GRU's ``(b_hn,)``; ``()`` for the RNN and the LSTM;
+    an LSTM variant's optional fields, ``None`` where its option is off."""
     return tuple(params[3:])
 
 
@@ -144,7 +154,7 @@ def matmul(a: Array, w: Array) -> Array:
     return jnp.matmul(a.astype(w.dtype), w, preferred_element_type=a.dtype)
 
 
-def cell_from_kernel(name: str, gates: int, kernel: Kernel, zeros, extra_shapes=None) -> Cell:
+def cell_from_kernel(name: str, gates: int, kernel: Kernel, zeros, extra_shapes=None, proj_size=None) -> Cell:
     """A :class:`Cell` whose ``recur`` is ``kernel.step`` (the step is written once, in the kernel)."""
 
     def recur(params, carry, z):
@@ -152,13 +162,21 @@ def cell_from_kernel(name: str, gates: int, kernel: Kernel, zeros, extra_shapes=
         new, _ = kernel.step(a, extras(params), carry, z)
         return new, kernel.hidden(new)
 
-    return Cell(name, gates, project_input, recur, zeros, kernel, extra_shapes)
+    return Cell(name, gates, project_input, recur, zeros, kernel, extra_shapes, proj_size)
 
 
 def sum_rows(dz: Array) -> Array:
     r""":math:`\sum_{t,b} dz_{t,b}` over all leading axes (steps and batch entries), accumulated in float32
     at least (a bias gradient :math:`\partial L/\partial b`)."""
     return dz.sum(tuple(range(dz.ndim - 1)), dtype=_checks.accumulation_dtype(dz.dtype)).astype(dz.dtype)
+
+
+def sum_outer(dy: Array, a: Array) -> Array:
+    r""":math:`\sum_{t,b} dy_{t,b}\, a_{t,b}^\top` over all leading axes as one GEMM, accumulated in float32 at
+    least (a weight gradient formed after the loop, such as the LSTM projection's :math:`\partial L/\partial W_{hr}`)."""
+    acc = _checks.accumulation_dtype(dy.dtype)
+    dy, a = dy.reshape(-1, dy.shape[-1]), a.reshape(-1, a.shape[-1])
+    return jnp.einsum("np,nd->pd", dy, a, preferred_element_type=acc).astype(dy.dtype)
 
 
 def carry_is_hidden(h: Array) -> Array:
@@ -194,11 +212,16 @@ def check_params(cell: Cell, params) -> tuple[int, int]:
         )
     for name in fields:
         _checks.check_floating(f"params.{name}", getattr(params, name))
-    G = cell.gates
-    _checks.check_ndim("params.w_hh", params.w_hh, 2, f"({G}·D, D)")
-    D = params.w_hh.shape[1]
+    G, P = cell.gates, cell.proj_size
     rows = f"{G}·D" if G > 1 else "D"
-    _checks.check_shape("params.w_hh", params.w_hh, (G * D, D), f"({rows}, D) with D={D}")
+    cols = "D" if P is None else "P"
+    _checks.check_ndim("params.w_hh", params.w_hh, 2, f"({rows}, {cols})")
+    if P is None:  # D from the columns: h has D units
+        D = params.w_hh.shape[1]
+        _checks.check_shape("params.w_hh", params.w_hh, (G * D, D), f"({rows}, D) with D={D}")
+    else:  # D from the rows: h is a projection of size P
+        D = params.w_hh.shape[0] // G
+        _checks.check_shape("params.w_hh", params.w_hh, (G * D, P), f"({rows}, P) with D={D}, P={P}")
     _checks.check_ndim("params.w_ih", params.w_ih, 2, f"({rows}, M)")
     M = params.w_ih.shape[1]
     _checks.check_shape("params.w_ih", params.w_ih, (G * D, M), f"({rows}, M) with D={D}")
@@ -210,10 +233,19 @@ def check_params(cell: Cell, params) -> tuple[int, int]:
             f"{cell.name} params: expected a NamedTuple with fields ({expected}), got {type(params).__name__}"
             f"{tuple(getattr(params, '_fields', ()))}"
         )
+    used = [name for name, shape in extra.items() if shape is not None]
     for name, shape in extra.items():
-        _checks.check_floating(f"params.{name}", getattr(params, name))
-        _checks.check_shape(f"params.{name}", getattr(params, name), shape, f"{shape} with D={D}")
-    for name in ("w_ih", "b", *extra):
+        value = getattr(params, name)
+        if shape is None:  # an option of the cell that is off
+            if value is not None:
+                raise ValueError(f"params.{name}: expected None for {cell.name}, got {_checks.describe(value)}")
+            continue
+        if value is None:
+            raise ValueError(f"params.{name}: expected an array of shape {shape} for {cell.name}, got None")
+        _checks.check_floating(f"params.{name}", value)
+        meaning = f"with D={D}" if P is None else f"with D={D}, P={P}"
+        _checks.check_shape(f"params.{name}", value, shape, meaning)
+    for name in ("w_ih", "b", *used):
         _checks.check_same_dtype(f"params.{name}", getattr(params, name), params.w_hh.dtype)
     return D, M
 

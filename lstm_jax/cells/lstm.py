@@ -4,6 +4,9 @@ r"""The LSTM (article §2.2, corrected per errata E6–E8), forward and backward
    [z_i; z_f; z_g; z_o] &= W_{ih} x_t + b + W_{hh} h_{t-1}, \qquad
    i, f, o = \sigma(z_{i,f,o}), \quad \tilde c = \tanh(z_g) \\
    c_t &= f_t \odot c_{t-1} + i_t \odot \tilde c_t, \qquad h_t = o_t \odot \tanh(c_t)
+
+Its options (a projection, peepholes, layer normalisation) are in :mod:`~lstm_jax.cells.lstm_variants`,
+whose :func:`~lstm_jax.cells.lstm_variants.lstm_cell` returns :data:`LSTM_CELL` when all are off.
 """
 
 from __future__ import annotations
@@ -132,13 +135,8 @@ def _lstm_zeros(params: LSTMParams, batch_shape: tuple[int, ...]) -> LSTMState:
 
 LSTM_KERNEL = Kernel(_lstm_step, lstm_grad_step, _lstm_hidden)
 
-#: The LSTM as a :class:`Cell`.
+#: The LSTM as a :class:`Cell` (``lstm_cell()`` with no option).
 LSTM_CELL: Cell = cell_from_kernel("lstm", 4, LSTM_KERNEL, _lstm_zeros)
-
-
-def lstm_cell() -> Cell:
-    """The LSTM as a :class:`Cell` (the same object every call)."""
-    return LSTM_CELL
 
 
 def lstm_step(params: LSTMParams, carry: LSTMState, x: Array) -> tuple[LSTMState, Array]:
