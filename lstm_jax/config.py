@@ -34,7 +34,7 @@ import yaml
 
 from lstm_jax.cells import ACTIVATIONS
 from lstm_jax.init import INITIALIZERS
-from lstm_jax.models import CELLS, DTYPES, INPUT_LAYERS, ModelSpec, get_cell
+from lstm_jax.models import CELL_OPTIONS, CELLS, DTYPES, INPUT_LAYERS, ModelSpec, get_cell
 from lstm_jax.registry import key_users
 from lstm_jax.rundir import write_atomic
 from lstm_jax.unroll import IMPLS, check_options
@@ -54,7 +54,8 @@ KEY_USERS = {
         "decay_steps": ("schedule", ("exponential",)),
     },
     "model": {
-        **{key: ("cell", cells) for key, cells in key_users().items()},  # lstm_jax.registry: activation, forget_bias
+        # lstm_jax.registry: activation (rnn); proj_size, peepholes, layer_norm, forget_bias (lstm)
+        **{key: ("cell", cells) for key, cells in key_users().items()},
         "input_features": ("input_layer", ("dense", "embedding")),
     },
 }
@@ -112,8 +113,9 @@ class TaskConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelConfig:
     """The recurrent network; ``cell`` is ``"lstm"``, ``"rnn"`` or ``"gru"`` (:data:`lstm_jax.registry.CELLS`).
-    ``activation`` is for the RNN only, ``forget_bias`` for the LSTM only and ``input_features`` for an
-    input layer only (:data:`MODEL_KEY_USERS`): otherwise they keep their defaults."""
+    ``activation`` is for the RNN only; ``forget_bias`` and the LSTM's options ``proj_size`` (``< hidden_size``,
+    as PyTorch), ``peepholes`` and ``layer_norm`` (:func:`lstm_jax.cells.lstm_cell`) for the LSTM only;
+    ``input_features`` for an input layer only (:data:`MODEL_KEY_USERS`): otherwise they keep their defaults."""
 
     _PATH: ClassVar[str] = "model."
     cell: str = _field("lstm", choices=CELLS)
@@ -122,6 +124,9 @@ class ModelConfig:
     bidirectional: bool = False
     activation: str = _field("tanh", choices=ACTIVATIONS)
     forget_bias: float = 1.0
+    proj_size: int | None = _field(None, ge=1)  # LSTM: h_t = W_hr (o_t ⊙ tanh c_t) of proj_size units (PyTorch's)
+    peepholes: bool = False  # LSTM: c_{t-1} -> i, f and c_t -> o (Gers & Schmidhuber 2000)
+    layer_norm: bool = False  # LSTM: layer normalisation of both pre-activations and of c_t (haste's LayerNormLSTM)
     recurrent_init: str = _field("orthogonal", choices=INITIALIZERS)
     recurrent_scale: float = _field(1.0, ge=0)
     input_init: str = _field("fan_in", choices=INITIALIZERS)
@@ -137,7 +142,12 @@ class ModelConfig:
     def __post_init__(self):
         _validate(self)
         _check_used(self)
-        cell = get_cell(ModelSpec(cell=self.cell, activation=self.activation))
+        if self.proj_size is not None and self.proj_size >= self.hidden_size:
+            raise ConfigError(
+                f"config: model.proj_size: must be < model.hidden_size ({self.hidden_size}), got {self.proj_size}"
+            )
+        options = {name: getattr(self, name) for name in CELL_OPTIONS}
+        cell = get_cell(ModelSpec(cell=self.cell, **options))
         try:  # the unroll's own check of impl/remat/truncate, so the rules live in one place
             check_options(
                 cell, impl=self.impl, remat=self.remat, truncate=self.truncate, compute_dtype=self.compute_dtype

@@ -108,26 +108,34 @@ def random_problem(
     D: int = 5,
     N: int = 3,
     loss: str = "softmax_cross_entropy",
+    **options,
 ) -> Problem:
     """Float64 problem with ragged ``lengths`` (one full, one empty when ``B >= 3``) and random carry.
 
     Drawn with NumPy (no compilation); call inside ``with jax.enable_x64(True):``. Recurrent
     weights have gain 1.5 and biases are random, so no gradient is near zero by construction.
+    ``options`` are the cell's layout options (the LSTM's ``proj_size``, ``peepholes``, ``layer_norm``):
+    the fields they add are random too (a gain :math:`1 + 0.5 N(0, 1)`, anything else 0.5 N(0, 1)).
     """
     rng = np.random.default_rng(seed)
 
-    def normal(*shape, scale=1.0):
-        return jnp.asarray(scale * rng.standard_normal(shape), jnp.float64)
+    def normal(*shape, scale=1.0, mean=0.0):
+        return jnp.asarray(mean + scale * rng.standard_normal(shape), jnp.float64)
 
     entry = registry.cell_type(model)
-    shapes = jax.eval_shape(lambda: entry.init(jax.random.key(0), M, D, dtype=jnp.float64))
-    scales = {"w_ih": M**-0.5, "w_hh": 1.5 * D**-0.5}  # the biases and any further field: 0.5
-    params = type(shapes)(
-        *(normal(*leaf.shape, scale=scales.get(name, 0.5)) for name, leaf in zip(shapes._fields, shapes))
-    )
-    zeros = jax.eval_shape(lambda: registry.make_cell(model).zeros(params, (B,)))
+    shapes = jax.eval_shape(lambda: entry.init(jax.random.key(0), M, D, dtype=jnp.float64, **options))
+    P = shapes.w_hh.shape[1]  # h's size: D, or proj_size
+    scales = {"w_ih": M**-0.5, "w_hh": 1.5 * P**-0.5, "w_hr": D**-0.5}  # the biases and any further field: 0.5
+
+    def draw(name, leaf):
+        if leaf is None:  # an option that is off
+            return None
+        return normal(*leaf.shape, scale=scales.get(name, 0.5), mean=1.0 if name.startswith("gamma") else 0.0)
+
+    params = type(shapes)(*(draw(name, leaf) for name, leaf in zip(shapes._fields, shapes)))
+    zeros = jax.eval_shape(lambda: registry.make_cell(model, **options).zeros(params, (B,)))
     carry0 = jax.tree.map(lambda leaf: normal(*leaf.shape, scale=0.5), zeros)  # h_0 (and c_0)
-    head = DenseParams(normal(N, D, scale=D**-0.5), normal(N, scale=0.1))
+    head = DenseParams(normal(N, P, scale=P**-0.5), normal(N, scale=0.1))
     if loss == "softmax_cross_entropy":
         targets = jax.nn.one_hot(rng.integers(0, N, (B, T)), N, dtype=jnp.float64)
     elif loss == "sigmoid_binary_cross_entropy":
@@ -156,6 +164,8 @@ def check_model(
     seed: int,
     *,
     activation: str = "tanh",
+    options: dict | None = None,
+    label: str | None = None,
     loss: str = "softmax_cross_entropy",
     reduction: str = "sum_over_time",
     **sizes: int,
@@ -164,12 +174,15 @@ def check_model(
 
     Args:
       model: a cell name (:data:`lstm_jax.registry.CELLS`); ``activation`` is the RNN's ``f``.
+      options: the cell's layout options, e.g. ``{"proj_size": 3}`` for the LSTM (:data:`LSTM_VARIANTS`).
+      label: the row's name (default ``model``).
       loss, reduction: as in :func:`lstm_jax.losses.sequence_loss`.
       sizes: ``B, T, M, D, N`` for :func:`random_problem`.
     """
+    options = dict(options or {})
     with jax.enable_x64(True):
-        p = random_problem(seed, model, loss=loss, **sizes)
-        cell = registry.make_cell(model, activation=activation)
+        p = random_problem(seed, model, loss=loss, **sizes, **options)
+        cell = registry.make_cell(model, activation=activation, **options)
         kw = dict(lengths=p.lengths, loss=loss, reduction=reduction)
         _, auto = jax.jit(functools.partial(autodiff_bptt, cell, **kw))(*p[:5])
         _, manual = jax.jit(functools.partial(manual_bptt, cell, **kw))(*p[:5])
@@ -179,13 +192,24 @@ def check_model(
 
         fd = finite_differences(loss_fn, BPTTGrads(p.params, p.head, p.carry0), seed)
         return GradcheckRow(
-            model,
+            label or model,
             relative_error(manual, auto),
             finite_difference_error(auto, *fd),
             finite_difference_error(manual, *fd),
         )
 
 
+#: The LSTM's options as ``lstm-jax gradcheck`` rows, one each (``P = 3`` with ``D = 5``); their combinations
+#: are checked in ``tests/test_lstm_variants.py``.
+LSTM_VARIANTS: dict[str, dict] = {
+    "lstm+proj": {"proj_size": 3},
+    "lstm+peep": {"peepholes": True},
+    "lstm+ln": {"layer_norm": True},
+}
+
+
 def run(seed: int = 0) -> list[GradcheckRow]:
-    """The ``lstm-jax gradcheck`` report: one row per built-in cell (:data:`lstm_jax.registry.CELLS`)."""
-    return [check_model(model, seed) for model in registry.CELLS]
+    """The ``lstm-jax gradcheck`` report: one row per built-in cell (:data:`lstm_jax.registry.CELLS`), then
+    one per LSTM variant (:data:`LSTM_VARIANTS`)."""
+    rows = [check_model(model, seed) for model in registry.CELLS]
+    return rows + [check_model("lstm", seed, options=o, label=name) for name, o in LSTM_VARIANTS.items()]

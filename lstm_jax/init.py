@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax import _checks
-from lstm_jax.cells import LSTM_GATE_ORDER, DenseParams, GRUParams, LSTMParams, RNNParams
+from lstm_jax.cells import LSTM_GATE_ORDER, DenseParams, GRUParams, LSTMParams, LSTMVariantParams, RNNParams
+from lstm_jax.cells.lstm_variants import LSTMOptions
+from lstm_jax.cells.lstm_variants import check_options as check_lstm_options
 from lstm_jax.unroll import Bidirectional
 
 Array = jax.Array
@@ -79,12 +81,25 @@ def _check_key_and_sizes(key, **sizes: int) -> None:
         _checks.check_int(name, size, 1)
 
 
-def _cell_weights(key, gates, input_size, hidden_size, input_init, input_scale, recurrent_init, recurrent_scale, dtype):
+def _cell_weights(
+    key,
+    gates,
+    input_size,
+    hidden_size,
+    input_init,
+    input_scale,
+    recurrent_init,
+    recurrent_scale,
+    dtype,
+    state_size=None,
+):
+    """``w_ih`` ``(G·D, M)`` and ``w_hh`` ``(G·D, state_size)`` (``state_size``: ``D`` unless ``h`` is a projection)."""
     _check_key_and_sizes(key, input_size=input_size, hidden_size=hidden_size)
     _checks.check_floating("dtype", dtype)
     k_ih, k_hh = jax.random.split(key)
     w_ih = _blocks(k_ih, initializer(input_init, input_scale), gates, hidden_size, input_size, dtype)
-    w_hh = _blocks(k_hh, initializer(recurrent_init, recurrent_scale), gates, hidden_size, hidden_size, dtype)
+    cols = hidden_size if state_size is None else state_size
+    w_hh = _blocks(k_hh, initializer(recurrent_init, recurrent_scale), gates, hidden_size, cols, dtype)
     return w_ih, w_hh
 
 
@@ -112,22 +127,60 @@ def init_lstm(
     hidden_size: int,
     *,
     forget_bias: float = 1.0,
+    proj_size: int | None = None,
+    peepholes: bool = False,
+    layer_norm: bool = False,
     input_init: str = "fan_in",
     input_scale: float = 1.0,
     recurrent_init: str = "orthogonal",
     recurrent_scale: float = 1.0,
     dtype=jnp.float32,
-) -> LSTMParams:
+) -> LSTMParams | LSTMVariantParams:
     """LSTM parameters, gates (i, f, g, o); biases 0 except ``b_f = forget_bias``.
 
     A forget-gate bias of 1 (Gers et al. 2000; Jozefowicz et al. 2015) starts the cell state with
     a per-step retention of σ(1) ≈ 0.73 instead of 0.5.
+
+    With any option of :func:`lstm_jax.cells.lstm_cell` (pass the same ones to both), the parameters are
+    :class:`~lstm_jax.cells.LSTMVariantParams`:
+
+    * ``proj_size=P`` (``1 <= P < hidden_size``, PyTorch's rule): ``w_hh`` ``(4D, P)`` drawn by
+      ``recurrent_init`` per gate block, ``w_hr`` ``(P, D)`` by ``fan_in`` (variance ``1/D``);
+    * ``peepholes``: ``p_i, p_f, p_o`` zero, so the cell starts as the plain LSTM;
+    * ``layer_norm``: gains ``gamma_z, gamma_a, gamma_c`` one and ``beta_c`` zero (PyTorch's
+      ``nn.LayerNorm``); the forget bias goes into the gates' bias ``beta`` (after the normalisations),
+      and ``b``, a shift before the input normalisation, is zero.
     """
-    w_ih, w_hh = _cell_weights(
-        key, 4, input_size, hidden_size, input_init, input_scale, recurrent_init, recurrent_scale, dtype
+    options = check_lstm_options(proj_size, peepholes, layer_norm)
+    w_ih, w_hh = _cell_weights(  # the plain LSTM's draws: an option whose extras start at 0 starts as that LSTM
+        key,
+        4,
+        input_size,
+        hidden_size,
+        input_init,
+        input_scale,
+        recurrent_init,
+        recurrent_scale,
+        dtype,
+        options.proj_size,
     )
-    b = jnp.zeros((4, hidden_size), dtype).at[LSTM_GATE_ORDER.index("f")].set(forget_bias).reshape(-1)
-    return LSTMParams(w_ih, w_hh, b)
+    if options.proj_size is not None and options.proj_size >= hidden_size:
+        raise ValueError(f"proj_size: expected an int < hidden_size ({hidden_size}), as PyTorch, got {proj_size}")
+    forget = jnp.zeros((4, hidden_size), dtype).at[LSTM_GATE_ORDER.index("f")].set(forget_bias).reshape(-1)
+    if options == LSTMOptions():
+        return LSTMParams(w_ih, w_hh, forget)
+    D, zeros, ones = hidden_size, jnp.zeros((hidden_size,), dtype), jnp.ones((hidden_size,), dtype)
+    fields = {}
+    if options.proj_size is not None:
+        k_hr = jax.random.fold_in(key, 1)  # independent of the draws of w_ih and w_hh
+        fields["w_hr"] = _blocks(k_hr, initializer("fan_in"), 1, options.proj_size, D, dtype)
+    if options.peepholes:
+        fields.update(p_i=zeros, p_f=zeros, p_o=zeros)
+    if options.layer_norm:
+        gains = jnp.ones((4 * D,), dtype)
+        fields.update(gamma_z=gains, gamma_a=gains, beta=forget, gamma_c=ones, beta_c=zeros)
+    b = jnp.zeros_like(forget) if options.layer_norm else forget
+    return LSTMVariantParams(w_ih, w_hh, b, **fields)
 
 
 def init_gru(
@@ -172,8 +225,9 @@ def init_layers(
 ) -> tuple:
     """Parameters for :func:`lstm_jax.unroll.unroll_layers`: ``num_layers`` layers of ``init_fn``.
 
-    Layer 0 reads ``input_size`` features; later layers read ``hidden_size`` (``2·hidden_size``
-    when bidirectional). ``kwargs`` go to ``init_fn`` (e.g. ``forget_bias``).
+    Layer 0 reads ``input_size`` features; later layers read the previous layer's outputs:
+    ``hidden_size`` of them (``proj_size`` with an LSTM projection), twice that when bidirectional.
+    ``kwargs`` go to ``init_fn`` (e.g. ``forget_bias``, ``proj_size``).
     """
     _check_key_and_sizes(key, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
     bidirectional = _checks.check_bool("bidirectional", bidirectional)
@@ -183,12 +237,19 @@ def init_layers(
     for k in jax.random.split(key, num_layers):
         if bidirectional:
             k_f, k_b = jax.random.split(k)
-            layers.append(
-                Bidirectional(
-                    init_fn(k_f, input_size, hidden_size, **kwargs), init_fn(k_b, input_size, hidden_size, **kwargs)
-                )
+            layer = Bidirectional(
+                init_fn(k_f, input_size, hidden_size, **kwargs), init_fn(k_b, input_size, hidden_size, **kwargs)
             )
         else:
-            layers.append(init_fn(k, input_size, hidden_size, **kwargs))
-        input_size = hidden_size * (2 if bidirectional else 1)
+            layer = init_fn(k, input_size, hidden_size, **kwargs)
+        layers.append(layer)
+        input_size = layer_output_size(layer)
     return tuple(layers)
+
+
+def layer_output_size(layer) -> int:
+    """The number of features a layer outputs: its ``h`` (``w_hh.shape[1]``: ``D``, or ``P`` with a
+    projection), both directions' for a :class:`~lstm_jax.unroll.Bidirectional` layer."""
+    if isinstance(layer, Bidirectional):
+        return layer_output_size(layer.forward) + layer_output_size(layer.backward)
+    return layer.w_hh.shape[1]

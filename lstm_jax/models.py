@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from lstm_jax import _checks, registry
 from lstm_jax.cells import Cell, DenseParams, dense
-from lstm_jax.init import init_dense, init_layers
+from lstm_jax.init import init_dense, init_layers, layer_output_size
 from lstm_jax.registry import CELLS
 from lstm_jax.unroll import Bidirectional, unroll_layers
 
@@ -42,8 +42,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float
 class ModelParams(NamedTuple):
     """All trainable arrays of a model."""
 
-    layers: tuple  # one entry per layer: the cell's params (RNNParams, LSTMParams, GRUParams), or Bidirectional of two
-    head: DenseParams  # V (N, D or 2D), c (N,)
+    layers: tuple  # per layer: the cell's params (RNNParams, LSTMParams, LSTMVariantParams, GRUParams) or Bidirectional
+    head: DenseParams  # V (N, D or 2D; P or 2P with an LSTM projection), c (N,)
     input: DenseParams | None = None  # E (F, M), e (F,) or None; None: no input layer
 
 
@@ -52,6 +52,9 @@ class ModelSpec(NamedTuple):
 
     cell: str = "lstm"  # a name in lstm_jax.registry.CELLS: "lstm", "rnn", "gru"
     activation: str = "tanh"  # the RNN's f
+    proj_size: int | None = None  # the LSTM's projection: h has proj_size units (lstm_jax.cells.lstm_cell)
+    peepholes: bool = False  # the LSTM's peepholes
+    layer_norm: bool = False  # the LSTM's layer normalisation
     many_to_one: bool = False
     unroll: int | None = None  # lax.scan unroll factor; None: tuned per backend
     impl: str = "auto"  # the unroll's implementation (lstm_jax.unroll.IMPLS)
@@ -60,9 +63,18 @@ class ModelSpec(NamedTuple):
     compute_dtype: str | None = None  # matmul operand dtype on the fast path (e.g. "bfloat16")
 
 
+#: The fields of :class:`ModelSpec` that are a cell's options (:data:`lstm_jax.registry.CELL_TYPES`).
+CELL_OPTIONS = ("activation", "proj_size", "peepholes", "layer_norm")
+
+
+def cell_options(spec: ModelSpec) -> dict[str, Any]:
+    """``{option: value}`` of the cell options in ``spec`` (each cell reads its own: :func:`lstm_jax.registry.key_users`)."""
+    return {name: getattr(spec, name) for name in CELL_OPTIONS}
+
+
 def get_cell(spec: ModelSpec) -> Cell:
     """The :class:`~lstm_jax.cells.Cell` of ``spec`` (:func:`lstm_jax.registry.make_cell`)."""
-    return registry.make_cell(spec.cell, activation=spec.activation)
+    return registry.make_cell(spec.cell, **cell_options(spec))
 
 
 def init_model(
@@ -82,11 +94,16 @@ def init_model(
     """Parameters for :func:`apply_model`; ``cell_init`` goes to the cell's initialiser (``init_lstm``,
     ``init_rnn``, ``init_gru``: ``forget_bias``, ``recurrent_init``, ``recurrent_scale``, ``input_init``),
     without the cell-specific options that cell does not read (:func:`lstm_jax.registry.init_options`).
+    The cell's options that shape its parameters (the LSTM's ``proj_size``, ``peepholes``, ``layer_norm``)
+    come from ``spec``.
 
     ``input_layer`` is one of :data:`INPUT_LAYERS`; with ``"dense"`` or ``"embedding"`` the first
     recurrent layer reads ``input_features`` features instead of ``input_size``.
     """
     get_cell(spec)
+    for name in CELL_OPTIONS:
+        if name in cell_init:
+            raise ValueError(f"{name}: expected it in the ModelSpec (spec.{name}), got it as an init keyword")
     _checks.check_key(key)
     _checks.check_choice("input_layer", input_layer, INPUT_LAYERS)
     _checks.check_int("input_features", input_features, 1)
@@ -95,12 +112,12 @@ def init_model(
     if input_layer != "none":
         embed = init_dense(k_input, input_size, input_features, use_bias=input_layer == "dense", dtype=dtype)
         input_size = input_features
-    init_fn, cell_init = registry.cell_type(spec.cell).init, registry.init_options(spec.cell, cell_init)
+    init_fn = registry.cell_type(spec.cell).init
+    cell_init = registry.init_options(spec.cell, {**cell_options(spec), **cell_init})
     layers = init_layers(
         k_layers, init_fn, input_size, hidden_size, num_layers, bidirectional=bidirectional, dtype=dtype, **cell_init
     )
-    features = hidden_size * (2 if bidirectional else 1)
-    return ModelParams(layers, init_dense(k_head, features, output_size, dtype=dtype), embed)
+    return ModelParams(layers, init_dense(k_head, layer_output_size(layers[-1]), output_size, dtype=dtype), embed)
 
 
 def _final_h(cell: Cell, carry) -> Array:

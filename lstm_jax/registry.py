@@ -24,9 +24,12 @@ class CellType(NamedTuple):
     Attributes:
       name: the config's ``model.cell``.
       make: ``(**options) -> Cell``.
-      init: ``(key, input_size, hidden_size, **init_options, ...) -> params``.
-      options: the keyword arguments of ``make`` (model config keys, e.g. the RNN's ``activation``).
+      init: ``(key, input_size, hidden_size, **init_options, **layout_options, ...) -> params``.
+      options: the keyword arguments of ``make`` (model config keys, e.g. the RNN's ``activation``, the
+        LSTM's ``proj_size``, ``peepholes``, ``layer_norm``).
       init_options: the keyword arguments of ``init`` that only this cell reads (the LSTM's ``forget_bias``).
+      layout_options: the ``options`` that ``init`` reads too, since they change which parameters the cell
+        has (the LSTM's options; not the RNN's ``activation``). ``make`` and ``init`` must get the same values.
     """
 
     name: str
@@ -34,6 +37,7 @@ class CellType(NamedTuple):
     init: Callable[..., Any]
     options: tuple[str, ...] = ()
     init_options: tuple[str, ...] = ()
+    layout_options: tuple[str, ...] = ()
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -41,9 +45,19 @@ class CellType(NamedTuple):
         return self.options + self.init_options
 
 
+#: The LSTM's options (:func:`lstm_jax.cells.lstm_cell`): projection, peepholes, layer normalisation.
+LSTM_OPTIONS = ("proj_size", "peepholes", "layer_norm")
+
 CELL_TYPES: dict[str, CellType] = {
     "rnn": CellType("rnn", rnn_cell, init_rnn, options=("activation",)),
-    "lstm": CellType("lstm", lstm_cell, init_lstm, init_options=("forget_bias",)),
+    "lstm": CellType(
+        "lstm",
+        lstm_cell,
+        init_lstm,
+        options=LSTM_OPTIONS,
+        init_options=("forget_bias",),
+        layout_options=LSTM_OPTIONS,
+    ),
     "gru": CellType("gru", gru_cell, init_gru),
 }
 
@@ -74,6 +88,8 @@ def key_users() -> dict[str, tuple[str, ...]]:
 
 
 def init_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` without the cell-specific ones that cell ``name`` does not read (for its ``init``)."""
+    """``options`` without the cell-specific ones that cell ``name``'s ``init`` does not read (its
+    ``init_options`` and ``layout_options`` stay, as do options no cell claims: ``recurrent_init``, ``dtype``)."""
     entry = cell_type(name)
-    return {key: value for key, value in options.items() if key not in key_users() or key in entry.init_options}
+    reads = entry.init_options + entry.layout_options
+    return {key: value for key, value in options.items() if key not in key_users() or key in reads}

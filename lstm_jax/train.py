@@ -103,6 +103,9 @@ def model_spec(config, task: Task) -> ModelSpec:
     return ModelSpec(
         cell=m.cell,
         activation=m.activation,
+        proj_size=m.proj_size,
+        peepholes=m.peepholes,
+        layer_norm=m.layer_norm,
         many_to_one=task.many_to_one,
         unroll=m.unroll,
         impl=m.impl,
