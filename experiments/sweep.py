@@ -5,11 +5,14 @@ Usage (from the repository root)::
     python experiments/sweep.py adding            # run the grid (finished runs are reused)
     python experiments/sweep.py adding --table    # print the Markdown table from the results file
     python experiments/sweep.py adding copy --plot  # draw experiments/results/<experiment>.png from it
+    python experiments/sweep.py adding --cells gru  # run only the GRU's grid, keep the other rows of the file
 
 Each run is an ordinary ``lstm_jax.train.fit`` into ``runs/sweeps/<experiment>/<run>/``; the
 summaries (with each run's evaluation curve) are gathered into ``experiments/results/<experiment>.json``,
 which is committed, and the table and figure in ``experiments/README.md`` are made from that file,
-never typed in.
+never typed in. With ``--cells``, only the grid points of the configs whose ``model.cell`` is named
+are run; the other rows are taken unchanged from the committed results file (a model added to an
+experiment does not rerun the others).
 """
 
 from __future__ import annotations
@@ -27,14 +30,21 @@ if TYPE_CHECKING:
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
+#: Where the runs go, one directory per grid point: ``RUNS / <experiment> / <run>``.
+RUNS = ROOT / "runs" / "sweeps"
+
+#: The GRU's "published" cell: neither paper ran these synthetic tasks (their tasks: music, speech; arithmetic,
+#: XML, Penn Treebank), so what they report is the GRU against the LSTM in general.
+GRU_PUBLISHED = "Chung et al. 2014; Jozefowicz et al. 2015: GRU comparable to the LSTM (tasks not run there)"
 
 #: name -> configs, the grid of --set overrides, and what the literature reports per config and T.
 EXPERIMENTS = {
     "adding": {
-        "configs": ["configs/adding_lstm.yaml", "configs/adding_rnn.yaml"],
+        "configs": ["configs/adding_lstm.yaml", "configs/adding_gru.yaml", "configs/adding_rnn.yaml"],
         "grid": {"task.params.T": [50, 100, 200], "seed": [0, 1, 2]},
         "published": {
             "adding_lstm": "Arjovsky et al. 2016 Fig. 2: LSTM MSE falls to ~0 for T = 100, 200, 400",
+            "adding_gru": GRU_PUBLISHED,
             "adding_rnn": "Arjovsky et al. 2016 Fig. 2: tanh RNN stays at the 0.167 baseline",
         },
     },
@@ -46,18 +56,24 @@ EXPERIMENTS = {
         },
     },
     "copy": {
-        "configs": ["configs/copy_lstm.yaml", "configs/copy_rnn.yaml"],
+        "configs": ["configs/copy_lstm.yaml", "configs/copy_gru.yaml", "configs/copy_rnn.yaml"],
         "grid": {"task.params.T": [10, 20], "seed": [0, 1, 2]},
         "published": {
             "copy_lstm": "Arjovsky et al. 2016 Fig. 1: LSTM beats the baseline only partly (T = 100+)",
+            "copy_gru": GRU_PUBLISHED,
             "copy_rnn": "Arjovsky et al. 2016 Fig. 1: RNN stays at the memoryless baseline",
         },
     },
     "temporal_order": {
-        "configs": ["configs/temporal_order_lstm.yaml", "configs/temporal_order_rnn.yaml"],
+        "configs": [
+            "configs/temporal_order_lstm.yaml",
+            "configs/temporal_order_gru.yaml",
+            "configs/temporal_order_rnn.yaml",
+        ],
         "grid": {"task.params.T": [20, 50, 100], "seed": [0, 1, 2]},
         "published": {
             "temporal_order_lstm": "Hochreiter & Schmidhuber 1997: LSTM solves 6a (T ~ 100)",
+            "temporal_order_gru": GRU_PUBLISHED,
             "temporal_order_rnn": "Pascanu et al. 2013 Fig. 7: plain RNN success rate falls with T",
         },
     },
@@ -78,14 +94,30 @@ def runs(experiment: str):
             yield config, overrides, name
 
 
-def run_grid(experiment: str) -> list[dict]:
+def run_grid(experiment: str, cells: list[str] | None = None) -> list[dict]:
+    """Run the experiment's grid and write its results file; returns its rows, in the grid's order.
+
+    With ``cells``, only the configs whose ``model.cell`` is one of them run; every other grid point
+    keeps its row from the committed results file (left out, with a message, if the file lacks it).
+    """
     from lstm_jax import rundir
     from lstm_jax.config import load_config
     from lstm_jax.train import NonFiniteError, fit
 
-    rows = []
-    for config_path, overrides, name in runs(experiment):
-        run_dir = ROOT / "runs" / "sweeps" / experiment / name
+    grid = list(runs(experiment))
+    selected = {c for c, _, _ in grid if cells is None or load_config(ROOT / c).model.cell in cells}
+    if cells is not None and not selected:
+        raise ValueError(f"cells: expected the cell of one of {EXPERIMENTS[experiment]['configs']}, got {cells}")
+    kept = {} if cells is None else {row["run"]: row for row in _committed_rows(experiment)}
+    done: dict[str, dict] = {}
+    for config_path, overrides, name in grid:
+        if config_path not in selected:
+            if name in kept:
+                done[name] = kept[name]
+            else:
+                print(f"{name}: not in {experiment}.json, left out (run without --cells to add it)", flush=True)
+            continue
+        run_dir = RUNS / experiment / name
         summary_path = run_dir / rundir.SUMMARY
         if summary_path.exists() and rundir.read_summary(run_dir)["status"] in ("completed", "solved", "non_finite"):
             summary = rundir.read_summary(run_dir)
@@ -98,11 +130,23 @@ def run_grid(experiment: str) -> list[dict]:
                 summary = rundir.read_summary(run_dir)
         row = {"run": name, "config": pathlib.Path(config_path).stem, "overrides": overrides, **summary}
         row["curve"] = curve(rundir.read_metrics(run_dir))
-        rows.append(row)
+        done[name] = row
         final = summary["final"] or {}
         print(f"{name}: {summary['status']} at step {summary['steps']}, loss {final.get('loss')}", flush=True)
-        write_results(experiment, rows)
+        write_results(experiment, _in_grid_order(grid, done, kept))
+    rows = _in_grid_order(grid, done, kept)
+    write_results(experiment, rows)
     return rows
+
+
+def _committed_rows(experiment: str) -> list[dict]:
+    """The rows of the results file, or none if there is no file yet."""
+    return read_results(experiment) if (RESULTS / f"{experiment}.json").exists() else []
+
+
+def _in_grid_order(grid: list[tuple], done: dict[str, dict], kept: dict[str, dict]) -> list[dict]:
+    """The rows run so far, or kept for grid points not yet reached, in the grid's order."""
+    return [done[name] if name in done else kept[name] for _, _, name in grid if name in done or name in kept]
 
 
 def curve(records: list[dict]) -> dict:
@@ -130,11 +174,13 @@ def _final_loss(row: dict) -> float:
 
 
 def _by_config_and_T(rows: list[dict]) -> list[tuple[tuple[str, int], list[dict]]]:
-    """The rows grouped by (config, T), in sorted order: one table row per group of seeds."""
+    """The rows grouped by (config, T): one table row per group of seeds, the configs in the order they
+    first appear in ``rows`` (the grid's: LSTM, GRU, RNN), T ascending within each."""
+    order = {config: k for k, config in enumerate(dict.fromkeys(row["config"] for row in rows))}
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["config"], row["task"]["params"]["T"]), []).append(row)
-    return sorted(groups.items())
+    return sorted(groups.items(), key=lambda item: (order[item[0][0]], item[0][1]))
 
 
 def _by_clip_norm(rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -235,8 +281,8 @@ def _pyplot():
 
 
 def _colour(row: dict) -> str:
-    """One colour per cell in every figure: LSTM blue, RNN orange."""
-    return {"lstm": "C0", "rnn": "C1"}.get(row["model"]["cell"], "C2")
+    """One colour per cell in every figure: LSTM blue, RNN orange, GRU pink (C2-C4 colour T in the curves)."""
+    return {"lstm": "C0", "rnn": "C1", "gru": "C6"}.get(row["model"]["cell"], "C7")
 
 
 def _T_axis(ax, rows: list[dict]) -> None:
@@ -255,10 +301,22 @@ def _over_T_of(rows: list[dict], config: str) -> list[tuple[int, list[dict]]]:
     return [(T, group) for (c, T), group in _by_config_and_T(rows) if c == config]
 
 
+def _configs(rows: list[dict]) -> list[str]:
+    """The configs of ``rows`` in the order they first appear (the grid's)."""
+    return list(dict.fromkeys(r["config"] for r in rows))
+
+
+def _cells_title(rows: list[dict]) -> str:
+    """The compared cells for a figure title, e.g. ``LSTM vs GRU vs tanh RNN``."""
+    names = {"lstm": "LSTM", "gru": "GRU", "rnn": "tanh RNN"}
+    cells = dict.fromkeys(r["model"]["cell"] for r in rows)
+    return " vs ".join(names.get(cell, cell) for cell in cells)
+
+
 def _over_T(ax, rows: list[dict], value, *, seeds: bool = True, hollow=None) -> None:
     """Per config: the mean of ``value(row)`` over seeds against T (a line), and each seed's value (dots,
     hollow where ``hollow(row)``); the configs are set slightly apart in x so their dots do not hide."""
-    configs = sorted({r["config"] for r in rows})
+    configs = _configs(rows)
     for k, config in enumerate(configs):
         groups = _over_T_of(rows, config)
         shift = 1.04 ** (k - (len(configs) - 1) / 2)
@@ -309,7 +367,7 @@ def _adding_figure(rows: list[dict]) -> Figure:
     """Final eval MSE and steps used against T per model (dots: seeds; hollow: not solved); above
     them, when the rows hold curves, eval loss against step per model."""
     plt = _pyplot()
-    configs = sorted({r["config"] for r in rows})
+    configs = _configs(rows)
     has_curves = all(r.get("curve") for r in rows)
     width = max(2, len(configs))
     rows_of_panels = [configs, ["loss", "steps"]] if has_curves else [["loss", "steps"]]
@@ -331,7 +389,7 @@ def _adding_figure(rows: list[dict]) -> Figure:
     ax.set_ylim(0, None)
     for ax in (axes["loss"], axes["steps"]):
         _T_axis(ax, rows)
-    fig.suptitle(f"Adding problem, LSTM vs tanh RNN (solved: {_rule(rows)})", fontsize=11)
+    fig.suptitle(f"Adding problem, {_cells_title(rows)} (solved: {_rule(rows)})", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -364,7 +422,7 @@ def _metric_figure(rows: list[dict]) -> Figure:
         _T_axis(ax, rows)
         ax.legend(fontsize=8)
     title = rows[0]["task"]["name"].replace("_", " ")
-    fig.suptitle(f"{title.capitalize()}, LSTM vs tanh RNN (solved: {_rule(rows)})", fontsize=11)
+    fig.suptitle(f"{title.capitalize()}, {_cells_title(rows)} (solved: {_rule(rows)})", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -431,10 +489,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--plot", action="store_true", help="draw experiments/results/<experiment>.png from the saved results"
     )
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        metavar="cell",
+        help="run only the configs of these cells (e.g. gru); the other rows stay as committed",
+    )
     args = parser.parse_args(argv)
+    if args.cells and (args.table or args.plot):
+        parser.error("--cells selects runs to run; it does not go with --table or --plot")
     for experiment in args.experiments:
         if not (args.table or args.plot):
-            run_grid(experiment)
+            run_grid(experiment, args.cells)
         if args.table or not args.plot:
             print(table(experiment))
         if args.plot or not args.table:

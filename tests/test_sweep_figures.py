@@ -1,5 +1,6 @@
 """The sweep figures (experiments/sweep.py --plot) drawn from the committed results, headless."""
 
+import json
 import shutil
 import statistics
 
@@ -70,7 +71,7 @@ def test_unknown_experiment_is_exit_2(sweep, capsys):
 def test_metric_figure_success_rate_is_solved_runs_over_seeds(sweep, draw):
     rows = sweep.read_results("temporal_order")
     success = draw("temporal_order").axes[0]
-    for config in ("temporal_order_lstm", "temporal_order_rnn"):
+    for config in ("temporal_order_lstm", "temporal_order_gru", "temporal_order_rnn"):
         expected = [
             statistics.mean(bool(r["solved"]) for r in g) for (c, _), g in sweep._by_config_and_T(rows) if c == config
         ]
@@ -97,18 +98,21 @@ def test_clipping_figure_marks_every_non_finite_run(sweep, draw):
 def test_adding_figure_draws_the_committed_curves(sweep, draw):
     rows = sweep.read_results("adding")
     fig = draw("adding", rows)
-    assert len(fig.axes) == 4
-    lstm = fig.axes[0]
-    assert lstm.get_title() == "adding_lstm: eval loss per seed"
-    assert [x.get_label() for x in lstm.get_lines() if x.get_label().startswith("T =")] == [
-        "T = 50",
-        "T = 100",
-        "T = 200",
-    ]
-    drawn = [list(x.get_ydata()) for ax in fig.axes[:2] for x in ax.get_lines() if x.get_linestyle() == "-"]
+    configs = ["adding_lstm", "adding_gru", "adding_rnn"]
+    assert len(fig.axes) == len(configs) + 2
+    panels = fig.axes[: len(configs)]
+    assert [ax.get_title() for ax in panels] == [f"{c}: eval loss per seed" for c in configs]
+    for ax in panels:
+        assert [x.get_label() for x in ax.get_lines() if x.get_label().startswith("T =")] == [
+            "T = 50",
+            "T = 100",
+            "T = 200",
+        ]
+    drawn = [list(x.get_ydata()) for ax in panels for x in ax.get_lines() if x.get_linestyle() == "-"]
     assert sorted(drawn) == sorted(r["curve"]["loss"] for r in rows)
-    (baseline,) = [x for x in lstm.get_lines() if x.get_label().startswith("baseline")]
+    (baseline,) = [x for x in panels[0].get_lines() if x.get_label().startswith("baseline")]
     assert list(baseline.get_ydata()) == [rows[0]["baseline"]["loss"]] * 2
+    assert fig._suptitle.get_text().startswith("Adding problem, LSTM vs GRU vs tanh RNN")
 
 
 def test_adding_figure_without_curves_has_only_the_panels_over_T(sweep, draw):
@@ -119,3 +123,80 @@ def test_adding_figure_without_curves_has_only_the_panels_over_T(sweep, draw):
 def test_curve_is_the_records_as_columns(sweep):
     records = [{"step": 100, "loss": 0.2, "metric": 0.3, "time": 1.0}, {"step": 200, "loss": 0.1, "metric": 0.2}]
     assert sweep.curve(records) == {"step": [100, 200], "loss": [0.2, 0.1], "metric": [0.3, 0.2]}
+
+
+@pytest.mark.parametrize("experiment", ["adding", "copy", "temporal_order"])
+def test_gru_is_a_model_of_the_experiment_with_the_lstm_grid(sweep, experiment):
+    """The committed results hold the GRU on the LSTM's grid (same T and seeds), between the LSTM and the RNN."""
+    rows = sweep.read_results(experiment)
+    grid = {
+        cell: sorted((r["task"]["params"]["T"], r["overrides"][-1]) for r in rows if r["model"]["cell"] == cell)
+        for cell in ("lstm", "gru", "rnn")
+    }
+    assert grid["gru"] == grid["lstm"] == grid["rnn"] != []
+    assert list(dict.fromkeys(r["model"]["cell"] for r in rows)) == ["lstm", "gru", "rnn"]
+    groups = [key for key, _ in sweep._by_config_and_T(rows)]
+    Ts = sorted({T for T, _ in grid["gru"]})
+    assert groups == [(f"{experiment}_{cell}", T) for cell in ("lstm", "gru", "rnn") for T in Ts]
+
+
+def _fake_fit(trained):
+    """A stand-in for ``lstm_jax.train.fit`` that records what it was asked to train and writes a tiny run."""
+    from lstm_jax import rundir
+
+    def fit(config, run_dir, resume=False):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        T = config.task.params["T"]
+        trained.append((config.model.cell, T, config.seed))
+        summary = {
+            "name": config.name,
+            "task": {"name": config.task.name, "params": {"T": T}},
+            "model": {"cell": config.model.cell},
+            "status": "completed",
+            "steps": 3,
+            "final": {"loss": 0.5, "accuracy_on_copy": 0.25},
+            "baseline": {"loss": 0.6},
+            "solved": False,
+            "metric_name": "accuracy_on_copy",
+            "wall_seconds": 0.1,
+        }
+        rundir.append_metrics(run_dir, {"step": 3, "loss": 0.5, "metric": 0.25})
+        rundir.write_summary(run_dir, summary)
+        return summary
+
+    return fit
+
+
+def test_cells_runs_only_that_cell_and_keeps_the_other_rows(sweep, tmp_path, monkeypatch, capsys):
+    import lstm_jax.train
+
+    committed = [r for r in sweep.read_results("copy") if r["model"]["cell"] != "gru"]
+    dropped = committed.pop()  # a grid point the file lacks: left out, with a message, never trained
+    (tmp_path / "copy.json").write_text(json.dumps(committed))
+    monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+    monkeypatch.setattr(sweep, "RUNS", tmp_path / "runs")
+    trained = []
+    monkeypatch.setattr(lstm_jax.train, "fit", _fake_fit(trained))
+    rows = sweep.run_grid("copy", ["gru"])
+    assert trained == [("gru", T, seed) for T in (10, 20) for seed in (0, 1, 2)]
+    expected = [name for _, _, name in sweep.runs("copy") if name != dropped["run"]]
+    assert [r["run"] for r in rows] == expected
+    assert [r for r in rows if r["model"]["cell"] != "gru"] == committed
+    assert json.loads((tmp_path / "copy.json").read_text()) == rows
+    assert f"{dropped['run']}: not in copy.json, left out" in capsys.readouterr().out
+    again = []  # a second call reuses the finished GRU runs
+    monkeypatch.setattr(lstm_jax.train, "fit", _fake_fit(again))
+    assert sweep.run_grid("copy", ["gru"]) == rows
+    assert again == []
+
+
+def test_cells_naming_no_config_of_the_experiment_is_an_error(sweep):
+    with pytest.raises(ValueError, match="cells: expected the cell of one of"):
+        sweep.run_grid("clipping", ["gru"])
+
+
+def test_cells_does_not_go_with_table_or_plot(sweep, capsys):
+    with pytest.raises(SystemExit) as error:
+        sweep.main(["copy", "--table", "--cells", "gru"])
+    assert error.value.code == 2
+    assert "--cells selects runs to run" in capsys.readouterr().err
