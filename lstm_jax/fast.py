@@ -38,6 +38,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lstm_jax import dropout
 from lstm_jax._checks import accumulation_dtype, mesh_axes
 from lstm_jax.cells import Kernel, StepGrads, add_bias, sum_rows
 from lstm_jax.cells import matmul as matmul  # re-exported: lstm_jax.fast.matmul
@@ -57,8 +58,12 @@ def _hold(valid, new, old):
     return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
 
 
-def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, b, extras, zs, carry0, valid):
-    """The forward scan; returns ``((final carry, hs), (carries, saved))``.
+def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, b, extras, zs, carry0, valid, masks):
+    r"""The forward scan; returns ``((final carry, hs), (carries, saved))``.
+
+    With dropout masks (:class:`lstm_jax.dropout.LayerMasks`; ``None``: none), the recurrent operand is
+    :math:`m \odot h_{t-1}` and zoneout blends each new carry with the previous one; ``saved`` then
+    also holds the carries before zoneout, ``(saved, raw)``, which the backward steps differentiate.
 
     The bias is added to each step's ``z_t`` inside the step, where XLA fuses it into the step's
     pointwise work, rather than in a pass of its own over all ``T·B·G·D`` pre-activations (measured
@@ -73,14 +78,17 @@ def _forward(kernel: Kernel, reverse: bool, unroll, compute_dtype, w_hh, b, extr
     fold = math.prod(zs.shape[1:-1]) == 1
     w_t_outside = None if fold else w.T
 
-    def body(carry, inputs):
-        z, v = inputs
-        a = matmul(kernel.hidden(carry), w.T if fold else w_t_outside)  # W_hh h_{t-1}: the step's one GEMM
-        new, saved = kernel.step(a, extras, carry, add_bias(z, b))
-        held = _hold(v, new, carry)
-        return held, (held, saved)
+    recurrent_mask, zoneout = (None, None) if masks is None else (masks.recurrent, masks.zoneout)
 
-    final, (carries, saved) = jax.lax.scan(body, carry0, (zs, valid), reverse=reverse, unroll=unroll)
+    def body(carry, inputs):
+        z, v, keep = inputs
+        h = dropout.apply(kernel.hidden(carry), recurrent_mask)
+        a = matmul(h, w.T if fold else w_t_outside)  # W_hh h_{t-1}: the step's one GEMM
+        raw, saved = kernel.step(a, extras, carry, add_bias(z, b))
+        held = _hold(v, dropout.zone(keep, raw, carry), carry)
+        return held, (held, saved if keep is None else (saved, raw))
+
+    final, (carries, saved) = jax.lax.scan(body, carry0, (zs, valid, zoneout), reverse=reverse, unroll=unroll)
     return (final, mask_outputs(kernel.hidden(carries), valid)), (carries, saved)
 
 
@@ -100,18 +108,31 @@ class ScanLoops(NamedTuple):
 
     unroll: int | bool = 1
 
-    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, b, extras, zs, carry0, valid):
+    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, b, extras, zs, carry0, valid, masks=None):
         """``((final carry, hs), (carries, saved))``: the outputs and what the backward pass needs."""
-        return _forward(kernel, reverse, self.unroll, compute_dtype, w_hh, b, extras, zs, carry0, valid)
+        return _forward(kernel, reverse, self.unroll, compute_dtype, w_hh, b, extras, zs, carry0, valid, masks)
 
-    def backward(self, kernel: Kernel, reverse: bool, w_hh, extras, carry0, carries, saved, valid, dfinal, dhs):
+    def backward(
+        self, kernel: Kernel, reverse: bool, w_hh, extras, carry0, carries, saved, valid, dfinal, dhs, masks=None
+    ):
         """``(∂L/∂carry0, StepGrads of every step, h_prev)``: see :func:`backward`."""
-        return backward(kernel, reverse, self.unroll, w_hh, extras, carry0, carries, saved, valid, dfinal, dhs)
+        args = (w_hh, extras, carry0, carries, saved, valid, dfinal, dhs, masks)
+        return backward(kernel, reverse, self.unroll, *args)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def recurrence(
-    kernel: Kernel, reverse: bool, loops, compute_dtype, w_hh: Array, b: Array, extras: tuple, zs: Array, carry0, valid
+    kernel: Kernel,
+    reverse: bool,
+    loops,
+    compute_dtype,
+    w_hh: Array,
+    b: Array,
+    extras: tuple,
+    zs: Array,
+    carry0,
+    valid,
+    masks=None,
 ):
     """``(final carry, hs)`` of the recurrence over projected inputs ``zs + b``, ``zs``: ``(T, *batch, G·D)``.
 
@@ -119,13 +140,14 @@ def recurrence(
     ``None``), with the cheaper backward pass described in the module docstring. ``loops`` runs the
     two time loops (:class:`ScanLoops` or :class:`lstm_jax.pallas_lstm.PallasLoops`); ``compute_dtype``
     (``None``: ``w_hh``'s) is the dtype of the matmul operands, forward and backward (:func:`matmul`).
+    ``masks``: recurrent dropout and zoneout (:class:`lstm_jax.dropout.LayerMasks`), or ``None``.
     """
-    return loops.forward(kernel, reverse, compute_dtype, w_hh, b, extras, zs, carry0, valid)[0]
+    return loops.forward(kernel, reverse, compute_dtype, w_hh, b, extras, zs, carry0, valid, masks)[0]
 
 
-def _recurrence_fwd(kernel, reverse, loops, compute_dtype, w_hh, b, extras, zs, carry0, valid):
-    out, (carries, saved) = loops.forward(kernel, reverse, compute_dtype, w_hh, b, extras, zs, carry0, valid)
-    return out, (w_hh, extras, carry0, carries, saved, valid)
+def _recurrence_fwd(kernel, reverse, loops, compute_dtype, w_hh, b, extras, zs, carry0, valid, masks=None):
+    out, (carries, saved) = loops.forward(kernel, reverse, compute_dtype, w_hh, b, extras, zs, carry0, valid, masks)
+    return out, (w_hh, extras, carry0, carries, saved, valid, masks)
 
 
 def previous_carries(carries, carry0, reverse: bool):
@@ -142,8 +164,14 @@ def _add_to_hidden(dcarry, dh):
     return dcarry + dh if isinstance(dcarry, jax.Array) else dcarry._replace(h=dcarry.h + dh)
 
 
-def backward(kernel: Kernel, reverse: bool, unroll, w_hh, extras, carry0, carries, saved, valid, dfinal, dhs):
-    """The reverse scan of BPTT: ``(∂L/∂carry0, StepGrads (T, *batch, G·D) each, h_prev (T, *batch, D))``.
+def backward(
+    kernel: Kernel, reverse: bool, unroll, w_hh, extras, carry0, carries, saved, valid, dfinal, dhs, masks=None
+):
+    r"""The reverse scan of BPTT: ``(∂L/∂carry0, StepGrads (T, *batch, G·D) each, h_prev (T, *batch, D))``.
+
+    ``h_prev`` is the recurrent operand of each step: :math:`m \odot h_{t-1}` under recurrent dropout.
+    Under zoneout (``saved`` is ``(saved, raw)``, :func:`_forward`) a step's carry gradient splits:
+    :math:`(1-d_t) \odot dc_t` to the step's own output, :math:`d_t \odot dc_t` straight to the previous carry.
 
     Args:
       carries: the carry after every step (held at padded steps), time-major, in step order.
@@ -151,18 +179,26 @@ def backward(kernel: Kernel, reverse: bool, unroll, w_hh, extras, carry0, carrie
       dfinal: ``∂L/∂`` final carry; dhs: ``∂L/∂h_t`` from the outputs, ``(T, *batch, D)``.
     """
     prev = previous_carries(carries, carry0, reverse)
+    recurrent_mask, zoneout = (None, None) if masks is None else (masks.recurrent, masks.zoneout)
+    saved, raws = (saved, carries) if zoneout is None else saved
 
     def body(dcarry, inputs):
-        dh_out, carry, carry_prev, saved_t, v = inputs
-        dcarry_prev, grads = kernel.grad_step(extras, _add_to_hidden(dcarry, dh_out), carry, carry_prev, saved_t)
-        dcarry_prev = _add_to_hidden(dcarry_prev, matmul(grads.recurrent, w_hh))  # W_hhᵀ da_t: the step's one GEMM
+        dh_out, raw, carry_prev, saved_t, v, keep = inputs
+        dtotal = _add_to_hidden(dcarry, dh_out)
+        draw = dtotal if keep is None else jax.tree.map(lambda d, g: (1 - d) * g, keep, dtotal)
+        dcarry_prev, grads = kernel.grad_step(extras, draw, raw, carry_prev, saved_t)
+        dh_prev = dropout.apply(matmul(grads.recurrent, w_hh), recurrent_mask)  # W_hhᵀ da_t, through the mask
+        dcarry_prev = _add_to_hidden(dcarry_prev, dh_prev)
+        if keep is not None:  # zoneout: the kept share of the carry passes straight through
+            dcarry_prev = jax.tree.map(lambda g, d, gt: g + d * gt, dcarry_prev, keep, dtotal)
         if v is not None:  # a padded step held the carry: its gradient passes through unchanged
             dcarry_prev = _hold(v, dcarry_prev, dcarry)
             grads = jax.tree.map(lambda g: jnp.where(v[..., None], g, jnp.zeros_like(g)), grads)
         return dcarry_prev, grads
 
-    dcarry0, grads = jax.lax.scan(body, dfinal, (dhs, carries, prev, saved, valid), reverse=not reverse, unroll=unroll)
-    return dcarry0, grads, kernel.hidden(prev)
+    inputs = (dhs, raws, prev, saved, valid, zoneout)
+    dcarry0, grads = jax.lax.scan(body, dfinal, inputs, reverse=not reverse, unroll=unroll)
+    return dcarry0, grads, dropout.apply(kernel.hidden(prev), recurrent_mask)
 
 
 #: Per backend, the largest ``dz`` (in bytes) whose transpose :func:`sum_over_steps` writes out before
@@ -201,20 +237,29 @@ def sum_over_steps(dz: Array, a: Array, compute_dtype=None) -> Array:
 
 
 def _recurrence_bwd(kernel, reverse, loops, compute_dtype, residuals, cotangents):
-    w_hh, extras, carry0, carries, saved, valid = residuals
+    w_hh, extras, carry0, carries, saved, valid, masks = residuals
     dfinal, dhs = cotangents
     w = w_hh.astype(compute_dtype or w_hh.dtype)
-    dcarry0, grads, h_prev = loops.backward(kernel, reverse, w, extras, carry0, carries, saved, valid, dfinal, dhs)
-    dextras = extra_grads(kernel, reverse, extras, grads, carry0, carries, saved)
+    dcarry0, grads, h_prev = loops.backward(
+        kernel, reverse, w, extras, carry0, carries, saved, valid, dfinal, dhs, masks
+    )
+    dextras = extra_grads(kernel, reverse, extras, grads, carry0, carries, saved, masks)
     dw_hh = sum_over_steps(grads.recurrent, h_prev, compute_dtype)
-    return dw_hh, sum_rows(grads.dz), dextras, grads.dz, dcarry0, None
+    return dw_hh, sum_rows(grads.dz), dextras, grads.dz, dcarry0, None, None
 
 
-def extra_grads(kernel: Kernel, reverse: bool, extras: tuple, grads: StepGrads, carry0, carries, saved) -> tuple:
-    """The gradients of a cell's extras (``Kernel.extra_grads``) from all steps' :class:`StepGrads`; ``()`` without."""
+def extra_grads(
+    kernel: Kernel, reverse: bool, extras: tuple, grads: StepGrads, carry0, carries, saved, masks=None
+) -> tuple:
+    """The gradients of a cell's extras (``Kernel.extra_grads``) from all steps' :class:`StepGrads`; ``()`` without.
+
+    The kernel gets each step's own new carry (before zoneout, if any) and the carry it started from."""
     if not extras:
         return ()
-    return kernel.extra_grads(extras, grads, carries, previous_carries(carries, carry0, reverse), saved)
+    prev = previous_carries(carries, carry0, reverse)
+    if masks is not None and masks.zoneout is not None:
+        saved, carries = saved  # the kernel's saved values and the carries before zoneout (_forward)
+    return kernel.extra_grads(extras, grads, carries, prev, saved)
 
 
 recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

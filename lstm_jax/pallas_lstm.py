@@ -70,9 +70,10 @@ class PallasLoops(NamedTuple):
     num_stages: int = 1
     reverse_tiles: bool = False
 
-    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, b, extras, zs, carry0, valid):
+    def forward(self, kernel: Kernel, reverse: bool, compute_dtype, w_hh, b, extras, zs, carry0, valid, masks=None):
         """``((final carry, hs), (carries, gates))``, as :meth:`lstm_jax.fast.ScanLoops.forward`."""
         del kernel, extras  # the LSTM's step is written into the kernel; the LSTM has no extras
+        _check_no_masks(masks)
         num_steps, batch_shape = zs.shape[0], zs.shape[1:-1]
         hidden = w_hh.shape[1]
         if num_steps == 0:
@@ -98,9 +99,12 @@ class PallasLoops(NamedTuple):
         final = LSTMState(carries.h[last], carries.c[last])
         return (final, mask_outputs(carries.h, valid)), (carries, flat.unsteps(gates))
 
-    def backward(self, kernel: Kernel, reverse: bool, w_hh, extras, carry0, carries, gates, valid, dfinal, dhs):
+    def backward(
+        self, kernel: Kernel, reverse: bool, w_hh, extras, carry0, carries, gates, valid, dfinal, dhs, masks=None
+    ):
         """``(∂L/∂carry0, StepGrads(dz), h_prev)``, as :func:`lstm_jax.fast.backward`."""
         del kernel, extras
+        _check_no_masks(masks)
         num_steps, batch_shape = dhs.shape[0], dhs.shape[1:-1]
         if num_steps == 0:
             return dfinal, StepGrads(jnp.zeros((0, *batch_shape, GATES * w_hh.shape[1]), dhs.dtype)), dhs
@@ -122,6 +126,13 @@ class PallasLoops(NamedTuple):
         last = num_steps % 2  # the buffer written by the last step
         dcarry0 = LSTMState(flat.unrows(dh_buffers[last]), flat.unrows(dc_buffers[last]))
         return dcarry0, StepGrads(flat.unsteps(dzs)), previous_carries(carries.h, carry0.h, reverse)
+
+
+def _check_no_masks(masks) -> None:
+    if masks is not None and (masks.recurrent is not None or masks.zoneout is not None):
+        raise ValueError(
+            "impl: the Pallas kernels have no recurrent dropout or zoneout; expected impl 'fast' or 'scan'"
+        )
 
 
 class _Blocks(NamedTuple):

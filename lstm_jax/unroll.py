@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax import _checks, fast
+from lstm_jax import dropout as _dropout
 from lstm_jax.cells import LSTM_CELL, Cell, check_carry, check_input, check_params, extras
 
 Array = jax.Array
@@ -95,6 +96,7 @@ def scan_cell(
     reverse: bool = False,
     unroll: int | bool = 1,
     emit_carry: bool = False,
+    masks: _dropout.LayerMasks | None = None,
 ):
     """The scan itself, over projected inputs ``zs`` ``(T, *batch, G·D)``; no checks.
 
@@ -102,21 +104,41 @@ def scan_cell(
       valid: optional boolean ``(T, *batch)``; where ``False`` the carry is held and the output is 0.
       emit_carry: output ``(carry_t, h_t)`` for every step instead of ``h_t`` alone (the manual
         BPTT needs the carries).
+      masks: recurrent dropout and zoneout (:mod:`lstm_jax.dropout`; a cell with a kernel only), or ``None``.
 
     Returns:
       ``(final carry, outputs)`` with outputs stacked time-major.
     """
+    recur, zoneout = cell.recur, None
+    if masks is not None:
+        recur, zoneout = _masked_recur(cell, masks.recurrent), masks.zoneout
 
     def body(carry, inputs):
-        z, v = inputs
-        new_carry, h = cell.recur(params, carry, z)
+        z, v, keep = inputs
+        new_carry, h = recur(params, carry, z)
+        if keep is not None:  # zoneout: d ⊙ old + (1 − d) ⊙ new, and the output is the zoned-out h
+            new_carry = _dropout.zone(keep, new_carry, carry)
+            h = cell.kernel.hidden(new_carry)
         if v is not None:
-            keep = v[..., None]
-            new_carry = jax.tree.map(lambda n, o: jnp.where(keep, n, o), new_carry, carry)
-            h = jnp.where(keep, h, jnp.zeros_like(h))
+            held = v[..., None]
+            new_carry = jax.tree.map(lambda n, o: jnp.where(held, n, o), new_carry, carry)
+            h = jnp.where(held, h, jnp.zeros_like(h))
         return new_carry, ((new_carry, h) if emit_carry else h)
 
-    return jax.lax.scan(body, carry0, (zs, valid), reverse=reverse, unroll=unroll)
+    return jax.lax.scan(body, carry0, (zs, valid, zoneout), reverse=reverse, unroll=unroll)
+
+
+def _masked_recur(cell: Cell, recurrent_mask):
+    r"""``cell.recur`` with the recurrent operand :math:`m \odot h_{t-1}` (``mask`` None: ``cell.recur``)."""
+    if recurrent_mask is None:
+        return cell.recur
+
+    def recur(params, carry, z):
+        a = _dropout.apply(cell.kernel.hidden(carry), recurrent_mask) @ params.w_hh.T
+        new, _ = cell.kernel.step(a, extras(params), carry, z)
+        return new, cell.kernel.hidden(new)
+
+    return recur
 
 
 def time_major_inputs(xs: Array, lengths: Array | None, time_major: bool = False) -> tuple[Array, Array | None]:
@@ -237,15 +259,15 @@ def _runs_fast(cell: Cell, impl: str, remat) -> bool:
     return impl in FAST_IMPLS and remat != "step" and cell.kernel is not None
 
 
-def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options):
+def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options, masks=None):
     """The recurrence over projected inputs (:func:`_project`) by the chosen implementation: ``(final carry, hs)``."""
     if _runs_fast(cell, options.impl, options.remat):
         args = (cell.kernel, options.reverse, _loops(options), options.compute_dtype)
-        return fast.recurrence(*args, params.w_hh, params.b, extras(params), zs, carry0, valid)
+        return fast.recurrence(*args, params.w_hh, params.b, extras(params), zs, carry0, valid, masks)
     if options.remat == "step":
-        recur = jax.checkpoint(cell.recur)
-        cell = cell._replace(recur=recur)
-    return scan_cell(cell, params, zs, carry0, valid, reverse=options.reverse, unroll=options.unroll)
+        recur = jax.checkpoint(_masked_recur(cell, None if masks is None else masks.recurrent))
+        cell, masks = cell._replace(recur=recur), masks and masks._replace(recurrent=None)
+    return scan_cell(cell, params, zs, carry0, valid, reverse=options.reverse, unroll=options.unroll, masks=masks)
 
 
 def _loops(options: Options):
@@ -298,32 +320,40 @@ def _cut(carry, valid_chunk):
     return jax.tree.map(lambda c: jnp.where(active, jax.lax.stop_gradient(c), c), carry)
 
 
-def _chunked(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, length: int):
+def _chunked(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, length: int, masks=None):
     """Project and scan ``length`` steps at a time in an outer scan (checkpointed or truncated chunks).
 
-    ``T`` is padded to a multiple of ``length`` with invalid steps, which hold the carry.
+    ``T`` is padded to a multiple of ``length`` with invalid steps, which hold the carry; zoneout's
+    per-step masks are cut into the same chunks.
     """
-    num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
+    num_steps = xs_tm.shape[0]
     chunks = -(-num_steps // length)
     pad = chunks * length - num_steps
     if valid is None and pad:
         valid = jnp.ones_like(xs_tm[..., 0], bool)  # (T, *batch), sharded as the inputs are
-    if pad:  # zeros and invalid steps after the last
-        xs_tm = jnp.pad(xs_tm, ((0, pad),) + ((0, 0),) * (xs_tm.ndim - 1))
-        valid = jnp.pad(valid, ((0, pad),) + ((0, 0),) * len(batch_shape))
+    zoneout = None if masks is None else masks.zoneout
+
+    def pad_steps(a):  # zeros after the last step (padded steps are invalid: what they hold is never used)
+        return jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
+
+    if pad:
+        xs_tm, valid, zoneout = pad_steps(xs_tm), pad_steps(valid), jax.tree.map(pad_steps, zoneout)
 
     def split(a):
-        return None if a is None else a.reshape(chunks, length, *a.shape[1:])
+        return a.reshape(chunks, length, *a.shape[1:])
 
     def chunk(carry, inputs):
-        xs_chunk, valid_chunk = inputs
+        xs_chunk, valid_chunk, zoneout_chunk = inputs
         if options.truncate is not None:
             carry = _cut(carry, valid_chunk)
-        return _scan(cell, params, _project(cell, params, xs_chunk, options), carry, valid_chunk, options)
+        chunk_masks = None if masks is None else masks._replace(zoneout=zoneout_chunk)
+        zs = _project(cell, params, xs_chunk, options)
+        return _scan(cell, params, zs, carry, valid_chunk, options, chunk_masks)
 
     if options.remat is not None:  # "sqrt" or a chunk length (never "step": no chunks then)
         chunk = jax.checkpoint(chunk)
-    carry, hs = jax.lax.scan(chunk, carry0, (split(xs_tm), split(valid)), reverse=options.reverse)
+    inputs = jax.tree.map(split, (xs_tm, valid, zoneout))
+    carry, hs = jax.lax.scan(chunk, carry0, inputs, reverse=options.reverse)
     return carry, hs.reshape(chunks * length, *hs.shape[2:])[:num_steps]
 
 
@@ -381,8 +411,43 @@ def _varying_as(tree, xs_tm: Array):
     return jax.tree.map(vary, tree)
 
 
-def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
-    """One layer on checked, time-major inputs: default and check the carry, project, scan."""
+class Noise(NamedTuple):
+    """Dropout settings of one call: the rates, the key of this layer (and direction), training or evaluation."""
+
+    dropout: _dropout.Dropout = _dropout.Dropout()
+    key: Any = None
+    training: bool = False
+
+    def fold(self, data: int) -> Noise:
+        """The noise of a sub-part (a layer, a direction): the key folded with ``data``."""
+        return self if self.key is None else self._replace(key=jax.random.fold_in(self.key, data))
+
+
+#: No dropout (the default of the internal layer functions).
+NO_NOISE = Noise()
+
+
+def _check_noise(cell: Cell, rates, key, training, options: Options) -> Noise:
+    """The checked :class:`Noise` of a call; recurrent dropout and zoneout need a cell with a kernel and
+    loops that take masks (not Pallas)."""
+    rates = _dropout.check_dropout(rates)
+    noise = Noise(rates, key, _dropout.check_mode(rates, key, training))
+    if not (rates.recurrent or rates.zoneout_h or rates.zoneout_c):
+        return noise
+    if cell.kernel is None:
+        raise ValueError(
+            f"dropout: recurrent dropout and zoneout need a built-in cell (rnn_cell(), lstm_cell(), gru_cell()), "
+            f"got the plain step function {cell.name}"
+        )
+    if options.impl in PALLAS_IMPLS:
+        raise ValueError(
+            f"impl: expected 'auto', 'fast' or 'scan' with recurrent dropout or zoneout, got {options.impl!r}"
+        )
+    return noise
+
+
+def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, noise: Noise = NO_NOISE):
+    """One layer on checked, time-major inputs: default and check the carry, draw the dropout masks, project, scan."""
     batch_shape = xs_tm.shape[1:-1]
     if carry0 is None:
         if cell.zeros is None:
@@ -394,13 +459,20 @@ def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options):
     carry0, params = _varying_as((_sharded_as_batch(carry0, xs_tm), params), xs_tm)
     if options.compute_dtype is not None:  # set only for a built-in cell (check_options)
         options = _resolve_compute_dtype(options, params.w_hh.dtype)
+    masks = None
+    if noise.dropout.active:  # drawn once, outside the scan
+        shapes = jax.eval_shape(lambda: carry0)
+        masks = _dropout.draw(noise.dropout, noise.key, noise.training, shapes, xs_tm.shape[0], xs_tm.shape[1:])
+        xs_tm = _dropout.apply(xs_tm, masks.input)  # the same mask at every step: before the projection
+        if masks.recurrent is None and masks.zoneout is None:
+            masks = None
     length = _chunk_length(options, xs_tm.shape[0])
     if length is None and _runs_fast(cell, options.impl, options.remat):  # remat is None or "step" here
         length = _cache_chunk(xs_tm.shape[0])
     if length is not None:
-        return _chunked(cell, params, xs_tm, carry0, valid, options, length)
+        return _chunked(cell, params, xs_tm, carry0, valid, options, length, masks)
     zs = _project(cell, params, xs_tm, options)  # one GEMM for all steps
-    return _scan(cell, params, zs, carry0, valid, options)
+    return _scan(cell, params, zs, carry0, valid, options, masks)
 
 
 def unroll(
@@ -417,6 +489,9 @@ def unroll(
     remat: str | int | None = None,
     truncate: int | None = None,
     compute_dtype=None,
+    dropout: _dropout.Dropout | None = None,
+    key: Array | None = None,
+    training: bool = False,
 ):
     r"""Run ``cell`` over sequences: :math:`(c_t, h_t) = \mathrm{cell}(c_{t-1}, x_t)` for each t.
 
@@ -435,6 +510,10 @@ def unroll(
       truncate: ``None`` or ``K``: truncated BPTT, gradients reach back at most ``K`` steps.
       compute_dtype: ``None`` or e.g. ``"bfloat16"``: the dtype of the matmul operands on the fast
         path; the carry, the pointwise work and the sums stay in the parameters' dtype.
+      dropout: ``None`` or :class:`lstm_jax.dropout.Dropout` rates (``input``, ``recurrent``, zoneout;
+        ``between_layers`` is for :func:`unroll_layers`).
+      key: PRNG key of the dropout masks (needed when ``training`` with a non-zero rate).
+      training: draw masks from ``key``; ``False`` (evaluation): no dropout, zoneout by its expectation.
 
     Returns:
       ``(final_carry, hs)``; ``hs`` has the layout of ``xs`` with ``D`` features, zero at padding.
@@ -447,13 +526,21 @@ def unroll(
     options = check_options(
         cell, reverse=reverse, unroll=unroll, impl=impl, remat=remat, truncate=truncate, compute_dtype=compute_dtype
     )
+    noise = _check_noise(cell, dropout, key, training, options)
+    if noise.dropout.between_layers:
+        raise ValueError(
+            f"dropout.between_layers: expected 0 in unroll (one layer; it acts between the layers of unroll_layers), "
+            f"got {noise.dropout.between_layers}"
+        )
     check_layer_input(cell, params, xs, "(T, *batch, M)" if time_major else "(*batch, T, M)")
     xs_tm, valid = time_major_inputs(xs, lengths, time_major)
-    carry, hs = _layer(cell, params, xs_tm, carry0, valid, options)
+    carry, hs = _layer(cell, params, xs_tm, carry0, valid, options, noise)
     return carry, (hs if time_major else jnp.moveaxis(hs, 0, -2))
 
 
-def _bidirectional_layer(cell: Cell, params: Bidirectional, hs: Array, carry, valid, options: Options, layer: int):
+def _bidirectional_layer(
+    cell: Cell, params: Bidirectional, hs: Array, carry, valid, options: Options, layer: int, noise: Noise = NO_NOISE
+):
     """Both directions of one layer on time-major ``hs``; outputs concatenated ``[h_fwd; h_bwd]``."""
     carry = carry if carry is not None else Bidirectional(None, None)
     if not isinstance(carry, Bidirectional):
@@ -462,7 +549,7 @@ def _bidirectional_layer(cell: Cell, params: Bidirectional, hs: Array, carry, va
             f"layer, got {type(carry).__name__}"
         )
     outputs = []
-    for direction in Bidirectional._fields:
+    for index, direction in enumerate(Bidirectional._fields):
         check_layer_input(cell, getattr(params, direction), hs, "(T, *batch, features)")
         outputs.append(
             _layer(
@@ -472,6 +559,7 @@ def _bidirectional_layer(cell: Cell, params: Bidirectional, hs: Array, carry, va
                 getattr(carry, direction),
                 valid,
                 options._replace(reverse=direction == "backward"),
+                noise.fold(index),
             )
         )
     (c_f, h_f), (c_b, h_b) = outputs
@@ -491,6 +579,9 @@ def unroll_layers(
     remat: str | int | None = None,
     truncate: int | None = None,
     compute_dtype=None,
+    dropout: _dropout.Dropout | None = None,
+    key: Array | None = None,
+    training: bool = False,
 ):
     """Stacked (and optionally bidirectional) layers: layer ``l`` reads the outputs of layer ``l-1``.
 
@@ -503,6 +594,8 @@ def unroll_layers(
         bidirectional layer); ``None`` entries mean zeros.
       lengths, time_major, unroll, impl, remat, truncate, compute_dtype: as in :func:`unroll`; lengths are
         checked and masked once.
+      dropout, key, training: as in :func:`unroll`, each layer (and direction) with masks of its own;
+        ``dropout.between_layers`` drops each layer's outputs but the last's (a new mask per step).
 
     Returns:
       ``(final_carries, hs)``: a tuple with one final carry per layer, and the last layer's outputs.
@@ -510,6 +603,7 @@ def unroll_layers(
     cell = as_cell(cell)
     time_major = _checks.check_bool("time_major", time_major)
     options = check_options(cell, unroll=unroll, impl=impl, remat=remat, truncate=truncate, compute_dtype=compute_dtype)
+    noise = _check_noise(cell, dropout, key, training, options)
     if len(layers) == 0:
         raise ValueError("layers: expected at least one layer, got an empty sequence")
     if carry0 is None:
@@ -521,13 +615,18 @@ def unroll_layers(
     hs, valid = time_major_inputs(xs, lengths, time_major)
     finals = []
     for layer, (params, carry) in enumerate(zip(layers, carry0)):
+        layer_noise = noise.fold(layer)
         try:
             if isinstance(params, Bidirectional):
-                carry, hs = _bidirectional_layer(cell, params, hs, carry, valid, options, layer)
+                carry, hs = _bidirectional_layer(cell, params, hs, carry, valid, options, layer, layer_noise)
             else:
                 check_layer_input(cell, params, hs, "(T, *batch, features)")
-                carry, hs = _layer(cell, params, hs, carry, valid, options)
+                carry, hs = _layer(cell, params, hs, carry, valid, options, layer_noise)
         except ValueError as error:  # name the layer; shapes in the message are time-major
             raise ValueError(f"layer {layer}: {error}") from None
+        rate = layer_noise.dropout.between_layers
+        if rate and layer_noise.training and layer < len(layers) - 1:  # PyTorch's dropout: not after the last layer
+            mask = _dropout.keep_mask(jax.random.fold_in(layer_noise.key, 3), rate, hs.shape, hs.dtype)
+            hs = _dropout.apply(hs, mask)  # a mask per step and unit, drawn outside the scans
         finals.append(carry)
     return tuple(finals), (hs if time_major else jnp.moveaxis(hs, 0, -2))
