@@ -18,21 +18,25 @@ import numpy as np
 import pytest
 from _util import assert_trees_close
 
+from lstm_jax import registry
 from lstm_jax.article import lstm_from_article, lstm_to_article
-from lstm_jax.bptt import autodiff_bptt, lstm_bptt, model_loss, rnn_bptt
+from lstm_jax.bptt import autodiff_bptt, gru_bptt, lstm_bptt, model_loss, rnn_bptt
 from lstm_jax.cells import (
     DenseParams,
+    GRUParams,
     LSTMParams,
     LSTMState,
     RNNParams,
     dense,
+    gru_cell,
+    gru_step,
     head,
     lstm_cell,
     lstm_step,
     rnn_cell,
     rnn_step,
 )
-from lstm_jax.init import init_dense, init_layers, init_lstm, init_rnn, initializer
+from lstm_jax.init import init_dense, init_gru, init_layers, init_lstm, init_rnn, initializer
 from lstm_jax.losses import sequence_loss, step_loss, step_loss_grad, time_weights
 from lstm_jax.unroll import Bidirectional, unroll, unroll_layers, valid_steps
 
@@ -58,6 +62,7 @@ def rand(*shape):
 
 RP = RNNParams(w_ih=rand(D, M), w_hh=rand(D, D), b=rand(D))
 LP = LSTMParams(w_ih=rand(4 * D, M), w_hh=rand(4 * D, D), b=rand(4 * D))
+GP = GRUParams(w_ih=rand(3 * D, M), w_hh=rand(3 * D, D), b=rand(3 * D), b_hn=rand(D))
 HD = DenseParams(w=rand(N, D), b=rand(N))
 LAYERS = (LP, LSTMParams(w_ih=rand(4 * D, D), w_hh=rand(4 * D, D), b=rand(4 * D)))  # 2 stacked LSTM layers
 BILAYERS = (Bidirectional(RP, RNNParams(w_ih=rand(D, M), w_hh=rand(D, D), b=rand(D))),)
@@ -77,11 +82,14 @@ MASK = ones((B, T), bool)
 GOOD = {
     "rnn_step": (rnn_step, dict(params=RP, h=H0, x=X1)),
     "lstm_step": (lstm_step, dict(params=LP, carry=S0, x=X1)),
+    "gru_step": (gru_step, dict(params=GP, h=H0, x=X1)),
     "dense": (dense, dict(params=HD, h=HS)),
     "head": (head, dict(params=HD, h=HS, activation="softmax")),
     "rnn_cell": (rnn_cell, dict(activation="relu")),
     "unroll_rnn": (unroll, dict(cell=rnn_cell(), params=RP, xs=XS)),
     "unroll_lstm": (unroll, dict(cell=lstm_cell(), params=LP, xs=XS)),
+    "unroll_gru": (unroll, dict(cell=gru_cell(), params=GP, xs=XS)),
+    "unroll_gru_layers": (unroll_layers, dict(cell=gru_cell(), layers=(GP, GP._replace(w_ih=rand(3 * D, D))), xs=XS)),
     "unroll_layers": (unroll_layers, dict(cell=lstm_cell(), layers=LAYERS, xs=XS)),
     "unroll_bidir": (unroll_layers, dict(cell=rnn_cell(), layers=BILAYERS, xs=XS)),
     "valid_steps": (valid_steps, dict(lengths=jnp.array([T, 2]), num_steps=T)),
@@ -91,6 +99,7 @@ GOOD = {
     "time_weights": (time_weights, dict(mask=MASK, reduction="last")),
     "rnn_bptt": (rnn_bptt, dict(params=RP, head=HD, xs=XS, targets=Y, loss="mse")),
     "lstm_bptt": (lstm_bptt, dict(params=LP, head=HD, xs=XS, targets=Y, loss="softmax_cross_entropy")),
+    "gru_bptt": (gru_bptt, dict(params=GP, head=HD, xs=XS, targets=Y, loss="mse", reduction="last")),
     "autodiff_rnn": (autodiff_bptt, dict(cell=rnn_cell(), params=RP, head=HD, xs=XS, targets=Y, loss="mse")),
     "autodiff_lstm": (autodiff_bptt, dict(cell=lstm_cell(), params=LP, head=HD, xs=XS, targets=Y, loss="mse")),
     "model_loss": (model_loss, dict(cell=lstm_cell(), params=LP, head=HD, xs=XS, targets=Y, loss="mse")),
@@ -99,6 +108,7 @@ GOOD = {
     "initializer": (initializer, dict(name="orthogonal")),
     "init_rnn": (init_rnn, dict(key=KEY, input_size=M, hidden_size=D)),
     "init_lstm": (init_lstm, dict(key=KEY, input_size=M, hidden_size=D)),
+    "init_gru": (init_gru, dict(key=KEY, input_size=M, hidden_size=D)),
     "init_dense": (init_dense, dict(key=KEY, input_size=D, output_size=N)),
     "init_layers": (init_layers, dict(key=KEY, init_fn=init_lstm, input_size=M, hidden_size=D, num_layers=2)),
 }
@@ -127,11 +137,14 @@ def test_good_call():
     """The unchanged calls work and have the documented shapes, so each case below fails for its one change."""
     assert shape_of(traced("rnn_step")) == ((B, D), (B, D))
     assert shape_of(traced("lstm_step")) == (LSTMState((B, D), (B, D)), (B, D))
+    assert shape_of(traced("gru_step")) == ((B, D), (B, D))
     assert shape_of(traced("dense")) == (B, T, N)
     assert shape_of(traced("head")) == (B, T, N)
     assert call("rnn_cell").name == "rnn"
     assert shape_of(traced("unroll_rnn")) == ((B, D), (B, T, D))
     assert shape_of(traced("unroll_lstm")) == (LSTMState((B, D), (B, D)), (B, T, D))
+    assert shape_of(traced("unroll_gru")) == ((B, D), (B, T, D))
+    assert shape_of(traced("unroll_gru_layers")) == (((B, D), (B, D)), (B, T, D))
     assert shape_of(traced("unroll_layers")) == ((LSTMState((B, D), (B, D)),) * 2, (B, T, D))
     assert shape_of(traced("unroll_bidir")) == ((Bidirectional((B, D), (B, D)),), (B, T, 2 * D))
     assert shape_of(traced("valid_steps")) == (B, T)
@@ -144,6 +157,7 @@ def test_good_call():
         ("lstm_bptt", LP, LSTMState((B, D), (B, D))),
         ("autodiff_rnn", RP, (B, D)),
         ("autodiff_lstm", LP, LSTMState((B, D), (B, D))),
+        ("gru_bptt", GP, (B, D)),
     ]:
         loss, grads = traced(fname)
         assert shape_of(loss) == ()
@@ -154,6 +168,7 @@ def test_good_call():
     assert jax.eval_shape(lambda: call("initializer")(KEY, (D, D), f32)).shape == (D, D)
     assert shape_of(traced("init_rnn")) == shape_of(RP)
     assert shape_of(traced("init_lstm")) == shape_of(LP)
+    assert shape_of(traced("init_gru")) == shape_of(GP)
     assert shape_of(traced("init_dense")) == shape_of(HD)
     assert shape_of(traced("init_layers")) == shape_of(LAYERS)
 
@@ -194,6 +209,27 @@ CASES = [
     ("lstm_step", dict(carry=LSTMState(H0, zeros((3, D)))), "carry", "(2, 4)", "(3, 4)"),
     ("lstm_step", dict(carry=LSTMState(zeros((B, 5)), H0)), "carry", "(2, 4)", "(2, 5)"),
     ("lstm_step", dict(carry=LSTMState(H0, zeros((B, D), bf16))), "carry", "float32", "bfloat16"),
+    ("lstm_step", dict(params=GP), "params.w_hh", "(16, 4)", "(12, 4)"),  # GRU params into the LSTM
+    # ---- gru_step ---------------------------------------------------------------------------
+    ("gru_step", dict(params=GP._replace(b_hn=zeros((5,)))), "params.b_hn", "(4,)", "(5,)"),
+    ("gru_step", dict(params=GP._replace(b_hn=zeros((3 * D,)))), "params.b_hn", "(4,)", "(12,)"),  # b's length
+    ("gru_step", dict(params=GP._replace(b_hn=zeros((1, D)))), "params.b_hn", "(4,)", "(1, 4)"),  # no broadcasting
+    ("gru_step", dict(params=GP._replace(b_hn=ones((D,), i32))), "params.b_hn", "floating dtype", "int32"),
+    ("gru_step", dict(params=GP._replace(b_hn=zeros((D,), bf16))), "params.b_hn", "float32", "bfloat16"),
+    ("gru_step", dict(params=GP._replace(b=zeros((4 * D,)))), "params.b", "(12,)", "(16,)"),
+    ("gru_step", dict(params=LP), "params.w_hh", "(12, 4)", "(16, 4)"),  # LSTM params into the GRU
+    ("gru_step", dict(params=RP), "params.w_hh", "(12, 4)", "(4, 4)"),  # RNN params into the GRU
+    # LSTMParams with the GRU's shapes: the missing field is named
+    (
+        "gru_step",
+        dict(params=LSTMParams(GP.w_ih, GP.w_hh, GP.b)),
+        "gru params",
+        "fields (w_ih, w_hh, b, b_hn)",
+        "LSTMParams('w_ih', 'w_hh', 'b')",
+    ),
+    ("gru_step", dict(h=S0), "carry", "PyTreeDef(*)", "LSTMState"),  # an LSTM carry into the GRU
+    ("gru_step", dict(h=zeros((B, 5))), "carry", "(2, 4)", "(2, 5)"),
+    ("gru_step", dict(x=ones((B, 5))), "inputs", "M=3", "(2, 5)"),
     # ---- dense / head -----------------------------------------------------------------------
     ("dense", dict(h=ones((B, T, 5))), "inputs", "D=4", "(2, 5, 5)"),
     ("dense", dict(h=jnp.float32(1.0)), "inputs", "D=4", "()"),
@@ -250,6 +286,18 @@ CASES = [
     ("unroll_lstm", dict(carry0=LSTMState(zeros((3, D)), zeros((3, D)))), "carry", "(2, 4)", "(3, 4)"),
     ("unroll_lstm", dict(params=RP), "params.w_hh", "(16, 4)", "(4, 4)"),
     ("unroll_lstm", dict(lengths=jnp.array([0, T + 2])), "lengths", "[0, T=5]", "max 7"),
+    ("unroll_gru", dict(params=GP._replace(b_hn=zeros((5,)))), "params.b_hn", "(4,)", "(5,)"),
+    ("unroll_gru", dict(params=LP), "params.w_hh", "(12, 4)", "(16, 4)"),
+    ("unroll_gru", dict(carry0=S0), "carry", "PyTreeDef(*)", "LSTMState"),
+    ("unroll_gru", dict(compute_dtype="int8"), "compute_dtype", "floating dtype", "'int8'"),
+    ("unroll_gru", dict(impl="pallas_interpret"), "impl", "'fast' or 'scan' for gru", "'pallas_interpret'"),
+    (
+        "unroll_gru_layers",
+        dict(layers=(GP, GP._replace(w_ih=rand(3 * D, D), b_hn=zeros((5,))))),
+        "layer 1: params.b_hn",
+        "(4,)",
+        "(5,)",
+    ),
     # ---- unroll_layers ----------------------------------------------------------------------
     ("unroll_layers", dict(layers=()), "layers", "at least one layer", "empty sequence"),
     ("unroll_layers", dict(time_major="no"), "time_major", "a bool", "str ('no')"),
@@ -336,6 +384,10 @@ CASES = [
     ("lstm_bptt", dict(lengths=jnp.array([T + 1, 2])), "lengths", "[0, T=5]", "max 6"),
     ("lstm_bptt", dict(lengths=jnp.array([1.0, 2.0])), "lengths", "integer dtype", "float32"),
     ("lstm_bptt", dict(loss="nll"), "loss", "'mse'", "'nll'"),
+    ("gru_bptt", dict(params=GP._replace(b_hn=zeros((5,)))), "params.b_hn", "(4,)", "(5,)"),
+    ("gru_bptt", dict(params=LP), "params.w_hh", "(12, 4)", "(16, 4)"),
+    ("gru_bptt", dict(carry0=S0), "carry", "PyTreeDef(*)", "LSTMState"),
+    ("gru_bptt", dict(targets=ones((B, N + 1))), "targets", "(*batch, N)", "(2, 3)"),
     ("autodiff_rnn", dict(params=LP), "params.w_hh", "(4, 4)", "(16, 4)"),
     ("autodiff_rnn", dict(xs=ones((M,))), "inputs", "at least 2 dimensions", "(3,)"),
     ("autodiff_rnn", dict(xs=ones((B, T, M), i32)), "inputs", "floating dtype", "int32"),
@@ -390,6 +442,10 @@ CASES = [
     ("init_lstm", dict(key=0), "key", "jax.random.key(seed)", "int (0)"),
     ("init_lstm", dict(input_init="glorot"), "initializer", "'fan_in'", "'glorot'"),
     ("init_lstm", dict(dtype=i32), "dtype", "floating dtype", "int32"),
+    ("init_gru", dict(hidden_size=0), "hidden_size", "an int >= 1", "int (0)"),
+    ("init_gru", dict(key=0), "key", "jax.random.key(seed)", "int (0)"),
+    ("init_gru", dict(recurrent_init="glorot"), "initializer", "'orthogonal'", "'glorot'"),
+    ("init_gru", dict(dtype=i32), "dtype", "floating dtype", "int32"),
     ("init_dense", dict(output_size=0), "output_size", "an int >= 1", "int (0)"),
     ("init_dense", dict(input_size=4.0), "input_size", "an int >= 1", "float (4.0)"),
     ("init_dense", dict(use_bias="no"), "use_bias", "a bool", "str ('no')"),
@@ -425,6 +481,8 @@ X64_CASES = [
     ("lstm_step", "x", lambda: ones((B, M), jnp.float64), "inputs"),
     ("lstm_step", "carry", lambda: LSTMState(H0, zeros((B, D), jnp.float64)), "carry"),
     ("lstm_step", "params", lambda: LP._replace(b=LP.b.astype(jnp.float64)), "params.b"),
+    ("gru_step", "params", lambda: GP._replace(b_hn=GP.b_hn.astype(jnp.float64)), "params.b_hn"),
+    ("unroll_gru", "xs", lambda: XS.astype(jnp.float64), "inputs"),
     ("dense", "h", lambda: HS.astype(jnp.float64), "inputs"),
     ("unroll_rnn", "xs", lambda: XS.astype(jnp.float64), "inputs"),
     ("unroll_lstm", "xs", lambda: XS.astype(jnp.float64), "inputs"),
@@ -464,6 +522,14 @@ JIT_CASES = [
     ("rnn_step M", lambda p, h, x: rnn_step(p, h, x), (RP, H0, ones((B, 5))), "inputs", "M=3", "(2, 5)"),
     ("rnn_step lstm params", lambda p, h, x: rnn_step(p, h, x), (LP, H0, X1), "params.w_hh", "(4, 4)", "(16, 4)"),
     ("lstm_step rnn carry", lambda p, c, x: lstm_step(p, c, x), (LP, H0, X1), "carry", "LSTMState", "PyTreeDef(*)"),
+    (
+        "gru_step b_hn",
+        lambda p, h, x: gru_step(p, h, x),
+        (GP._replace(b_hn=zeros((5,))), H0, X1),
+        "params.b_hn",
+        "(4,)",
+        "(5,)",
+    ),
     ("dense D", lambda p, h: dense(p, h), (HD, ones((B, 5))), "inputs", "D=4", "(2, 5)"),
     ("unroll 1-D", lambda xs: unroll(rnn_cell(), RP, xs), (ones((M,)),), "inputs", "at least 2", "(3,)"),
     ("unroll int", lambda xs: unroll(lstm_cell(), LP, xs), (ones((B, T, M), i32),), "inputs", "floating", "int32"),
@@ -549,9 +615,16 @@ def test_raised_while_tracing(fn, args, name, expected, got):
 # ---- traced lengths: only shape and dtype are checked ----------------------------------------
 
 
-@pytest.mark.parametrize("cell, params", [(rnn_cell(), RP), (lstm_cell(), LP)], ids=["rnn", "lstm"])
-def test_traced_lengths_are_clamped_not_range_checked(cell, params):
+def _random_params(model):
+    """Random float32 parameters of every field (biases included) of the built-in cell ``model``."""
+    shapes = jax.eval_shape(lambda: registry.cell_type(model).init(KEY, M, D))
+    return type(shapes)(*(rand(*leaf.shape) for leaf in shapes))
+
+
+@pytest.mark.parametrize("model", registry.CELLS)
+def test_traced_lengths_are_clamped_not_range_checked(model):
     """Documented in ``_checks.check_lengths``: under jit a length above T acts as T, a negative one as 0."""
+    cell, params = registry.make_cell(model), _random_params(model)
     jitted = jax.jit(lambda n: unroll(cell, params, XS, lengths=n))
     over = jitted(jnp.array([T + 3, 2]))  # would raise eagerly
     under = jitted(jnp.array([-2, 2]))
@@ -570,3 +643,15 @@ def test_traced_lengths_above_T_in_bptt_act_as_T():
     assert_trees_close(jitted(jnp.array([T + 1, 3])), jitted(jnp.array([T, 3])))
     with pytest.raises(ValueError, match=pattern("lengths", "[0, T=5]", "max 6")):
         rnn_bptt(RP, HD, XS, Y, loss="mse", reduction="mean", lengths=jnp.array([T + 1, 3]))
+
+
+# ---- found while adding the GRU (a library fix pending) ---------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True, reason="check_params: the first fields message names only (w_ih, w_hh, b), not the GRU's b_hn"
+)
+def test_a_plain_tuple_into_the_gru_names_all_four_fields():
+    with pytest.raises(ValueError) as error:
+        traced("gru_step", params=tuple(GP))
+    assert "(w_ih, w_hh, b, b_hn)" in str(error.value)
