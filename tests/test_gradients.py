@@ -4,6 +4,7 @@ Every case has a non-zero initial carry and ragged lengths (one full sequence, o
 rest random), so the masking of the recursion is exercised as much as the formulas.
 """
 
+import functools
 import itertools
 
 import jax
@@ -12,9 +13,9 @@ import numpy as np
 import pytest
 from _util import assert_trees_close
 
-from lstm_jax import gradcheck
-from lstm_jax.bptt import autodiff_bptt, lstm_bptt, model_loss, rnn_bptt
-from lstm_jax.cells import ACTIVATIONS, lstm_cell, rnn_cell
+from lstm_jax import gradcheck, registry
+from lstm_jax.bptt import autodiff_bptt, lstm_bptt, manual_bptt, model_loss
+from lstm_jax.cells import ACTIVATIONS
 from lstm_jax.losses import LOSSES, REDUCTIONS
 from lstm_jax.unroll import valid_steps
 
@@ -31,7 +32,13 @@ def _latin_square(first, second):
 
 
 RNN_CASES = _latin_square(sorted(ACTIVATIONS), LOSSES)
-LSTM_CASES = [(loss, red, SIZES[i % len(SIZES)]) for i, (loss, red) in enumerate(itertools.product(LOSSES, REDUCTIONS))]
+#: Every other cell (the LSTM, the GRU, any cell added to the registry): every loss × reduction.
+GATED_CASES = [
+    (model, loss, red, SIZES[i % len(SIZES)])
+    for model in registry.CELLS
+    if model != "rnn"
+    for i, (loss, red) in enumerate(itertools.product(LOSSES, REDUCTIONS))
+]
 
 
 def _assert_row(row):
@@ -49,23 +56,22 @@ def test_rnn_manual_bptt_matches_autodiff_and_finite_differences(activation, los
     _assert_row(row)
 
 
-@pytest.mark.parametrize("loss, reduction, sizes", LSTM_CASES)
-def test_lstm_manual_bptt_matches_autodiff_and_finite_differences(loss, reduction, sizes):
+@pytest.mark.parametrize("model, loss, reduction, sizes", GATED_CASES)
+def test_manual_bptt_matches_autodiff_and_finite_differences(model, loss, reduction, sizes):
     B, T, M, D, N = sizes
-    row = gradcheck.check_model("lstm", 2, loss=loss, reduction=reduction, B=B, T=T, M=M, D=D, N=N)
+    row = gradcheck.check_model(model, 2, loss=loss, reduction=reduction, B=B, T=T, M=M, D=D, N=N)
     _assert_row(row)
 
 
-@pytest.mark.parametrize("model", ["rnn", "lstm"])
+@pytest.mark.parametrize("model", registry.CELLS)
 def test_defaults_no_lengths_zero_carry_and_no_head_bias(model):
     """lengths=None, carry0=None and a head without c take their own code paths."""
     with jax.enable_x64(True):
         p = gradcheck.random_problem(3, model)
         head = p.head._replace(b=None)
         kw = dict(loss="softmax_cross_entropy", reduction="mean")
-        cell = rnn_cell("tanh") if model == "rnn" else lstm_cell()
-        manual = rnn_bptt if model == "rnn" else lstm_bptt
-        loss_m, grads_m = manual(p.params, head, p.xs, p.targets, **kw)
+        cell = registry.make_cell(model)
+        loss_m, grads_m = manual_bptt(cell, p.params, head, p.xs, p.targets, **kw)
         loss_a, grads_a = autodiff_bptt(cell, p.params, head, p.xs, p.targets, **kw)
         assert grads_m.head.b is None
         assert_trees_close(grads_m, grads_a, rtol=1e-10, atol=1e-14)
@@ -84,24 +90,25 @@ def test_last_step_targets_one_per_sequence():
         assert_trees_close(short, full, rtol=1e-14, atol=1e-15)
 
 
-def test_gradients_are_not_trivially_zero():
-    """The comparisons above would pass for all-zero gradients: make sure every leaf is live."""
+@pytest.mark.parametrize("model", registry.CELLS)
+def test_gradients_are_not_trivially_zero(model):
+    """The comparisons above would pass for all-zero gradients: make sure every leaf is live (the GRU's b_hn too)."""
     with jax.enable_x64(True):
-        p = gradcheck.random_problem(0, "lstm")
-        _, grads = lstm_bptt(*p[:5], loss="softmax_cross_entropy", lengths=p.lengths)
+        p = gradcheck.random_problem(0, model)
+        _, grads = manual_bptt(registry.make_cell(model), *p[:5], loss="softmax_cross_entropy", lengths=p.lengths)
         for leaf in jax.tree.leaves(grads):
             assert float(jnp.max(jnp.abs(leaf))) > 1e-4
 
 
-@pytest.mark.parametrize("model", ["rnn", "lstm"])
+@pytest.mark.parametrize("model", registry.CELLS)
 def test_nan_padding_leaves_both_bptts_untouched(model):
     with jax.enable_x64(True):
         p = gradcheck.random_problem(5, model)
         padded = ~valid_steps(p.lengths, p.xs.shape[1])[..., None]
         dirty_xs = jnp.where(padded, jnp.nan, p.xs)
         dirty_targets = jnp.where(padded, jnp.nan, p.targets)
-        cell = rnn_cell("tanh") if model == "rnn" else lstm_cell()
-        manual = rnn_bptt if model == "rnn" else lstm_bptt
+        cell = registry.make_cell(model)
+        manual = functools.partial(manual_bptt, cell)
         kw = dict(loss="softmax_cross_entropy", lengths=p.lengths)
         clean = manual(*p[:5], **kw)
         assert_trees_close(manual(p.params, p.head, dirty_xs, dirty_targets, p.carry0, **kw), clean, rtol=1e-14)
@@ -135,7 +142,7 @@ def test_manual_derivatives_cover_every_activation():
 # ---- T = 0 -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["rnn", "lstm"])
+@pytest.mark.parametrize("model", registry.CELLS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_no_steps_give_loss_zero_and_zero_gradients(model, reduction):
     """T = 0, which ``unroll`` accepts, is a batch of sequences that are all padding: the loss is 0 for every
@@ -144,8 +151,8 @@ def test_no_steps_give_loss_zero_and_zero_gradients(model, reduction):
     with jax.enable_x64(True):
         p = gradcheck.random_problem(6, model, T=0)
         assert p.xs.shape[-2] == 0 and p.targets.shape[-2] == 0
-        cell = rnn_cell("tanh") if model == "rnn" else lstm_cell()
-        manual = rnn_bptt if model == "rnn" else lstm_bptt
+        cell = registry.make_cell(model)
+        manual = functools.partial(manual_bptt, cell)
         per_sequence = jnp.full(p.targets.shape[:-2] + p.targets.shape[-1:], 1 / p.targets.shape[-1], jnp.float64)
         targets = per_sequence if reduction == "last" else p.targets  # "last" also takes (B, N)
         kw = dict(loss="softmax_cross_entropy", reduction=reduction)
