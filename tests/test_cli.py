@@ -5,14 +5,17 @@ import sys
 
 import pytest
 
-from lstm_jax import cli, gradcheck
+from lstm_jax import cli, gradcheck, registry
 
 
-def test_gradcheck_reports_both_models_within_tolerance(capsys):
+def test_gradcheck_reports_every_cell_within_tolerance(capsys):
+    """One row per built-in cell (the registry's order, so the GRU's too), then the LSTM variants; all ok."""
     assert cli.main(["gradcheck"]) == 0
-    out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["rnn"], ["lstm"])]
-    assert [r[0] for r in rows] == ["rnn", "lstm"]
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["model"])
+    rows = [line.split() for line in lines[header + 1 :] if not line.startswith("tolerances")]
+    assert [r[0] for r in rows] == [*registry.CELLS, *gradcheck.LSTM_VARIANTS]
+    assert "gru" in [r[0] for r in rows]
     for _, manual_vs_auto, auto_vs_fd, manual_vs_fd, status in rows:
         assert float(manual_vs_auto) <= gradcheck.MANUAL_TOL
         assert max(float(auto_vs_fd), float(manual_vs_fd)) <= gradcheck.FD_TOL

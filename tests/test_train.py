@@ -20,6 +20,7 @@ from _util import assert_trees_close
 from lstm_jax import checkpoint, rundir
 from lstm_jax.config import OPTIM_KEY_USERS, OPTIMIZERS, SCHEDULES, OptimConfig, config_from_dict, load_config
 from lstm_jax.models import apply_model
+from lstm_jax.registry import CELLS
 from lstm_jax.tasks import make_task
 from lstm_jax.train import (
     NonFiniteError,
@@ -66,7 +67,7 @@ def final_params(run_dir):
     return checkpoint.restore_checkpoint(pathlib.Path(run_dir) / rundir.CHECKPOINTS, template)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_one_step_changes_every_parameter(cell):
     config = small_config(model={"cell": cell})
     task = make_task("adding", T=10)
@@ -283,7 +284,7 @@ def test_temporary_files_of_a_killed_write_are_removed_on_resume(tmp_path):
     assert not leftover.exists()
 
 
-@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_manual_bptt_training_follows_the_autodiff_curve(cell, tmp_path):
     train = {"steps": 20, "eval_every": 5, "stop_when_solved": False}
     fit(small_config(model={"cell": cell}, train=train), tmp_path / "auto")
