@@ -147,6 +147,18 @@ def test_frozen_hashable_and_picklable():
             {"model": {"compute_dtype": "bfloat16", "impl": "scan"}},
             "model.compute_dtype: expected None unless the fast path runs",
         ),
+        ({"model": {"proj_size": 0}}, "model.proj_size: must be >= 1, got 0"),
+        ({"model": {"proj_size": 2.0}}, r"model.proj_size: expected int or None, got float \(2.0\)"),
+        (
+            {"model": {"proj_size": 16, "hidden_size": 16}},
+            r"model.proj_size: must be < model.hidden_size \(16\), got 16$",
+        ),
+        ({"model": {"peepholes": "yes"}}, r"model.peepholes: expected bool, got str \('yes'\)"),
+        ({"model": {"layer_norm": 1}}, r"model.layer_norm: expected bool, got int \(1\)"),
+        (
+            {"model": {"layer_norm": True, "impl": "pallas_interpret"}},
+            r"model.impl: expected 'auto', 'fast' or 'scan' for lstm\(layer_norm=True\) \(Pallas kernels: LSTM only\)",
+        ),
         ({"train": {"batch_size": -1}}, "train.batch_size: must be >= 1, got -1"),
         ({"train": {"log_every": 0}}, "train.log_every: must be >= 1, got 0"),
         ({"optim": {"learning_rate": 0}}, "optim.learning_rate: must be > 0, got 0.0"),
@@ -244,6 +256,34 @@ def test_a_key_the_chosen_optimiser_or_schedule_uses_is_accepted(optim):
             r"model.input_features: expected the default 32 with model.input_layer 'none' \(only "
             r"model.input_layer 'dense' or 'embedding' uses it\), got 64$",
         ),
+        (
+            {"cell": "rnn", "proj_size": 4},
+            r"model.proj_size: expected the default None with model.cell 'rnn' \(only model.cell 'lstm' "
+            r"uses it\), got 4$",
+        ),
+        (
+            {"cell": "gru", "proj_size": 4},
+            r"model.proj_size: expected the default None with model.cell 'gru' \(only model.cell 'lstm' "
+            r"uses it\), got 4$",
+        ),
+        (
+            {"cell": "rnn", "peepholes": True},
+            r"model.peepholes: expected the default False with model.cell 'rnn' \(only model.cell 'lstm' "
+            r"uses it\), got True$",
+        ),
+        (
+            {"cell": "gru", "peepholes": True},
+            r"model.peepholes: expected the default False with model.cell 'gru' \(only model.cell 'lstm'",
+        ),
+        (
+            {"cell": "rnn", "layer_norm": True},
+            r"model.layer_norm: expected the default False with model.cell 'rnn' \(only model.cell 'lstm'",
+        ),
+        (
+            {"cell": "gru", "layer_norm": True},
+            r"model.layer_norm: expected the default False with model.cell 'gru' \(only model.cell 'lstm' "
+            r"uses it\), got True$",
+        ),
     ],
 )
 def test_a_key_the_chosen_cell_or_input_layer_ignores_must_keep_its_default(model, message):
@@ -255,6 +295,11 @@ def test_a_key_the_chosen_cell_or_input_layer_ignores_must_keep_its_default(mode
     [
         {"cell": "rnn", "activation": "relu"},
         {"cell": "lstm", "forget_bias": 2.0},
+        {"cell": "lstm", "proj_size": 4},
+        {"cell": "lstm", "peepholes": True},
+        {"cell": "lstm", "layer_norm": True},
+        {"cell": "lstm", "proj_size": 127, "peepholes": True, "layer_norm": True, "forget_bias": 0.5},
+        {"cell": "gru", "proj_size": None, "peepholes": False, "layer_norm": False},  # defaults, spelled out
         {"input_layer": "dense", "input_features": 64},
         {"input_layer": "embedding", "input_features": 8},
         {"cell": "rnn", "activation": "tanh", "forget_bias": 1.0, "input_features": 32},  # defaults, spelled out
@@ -399,3 +444,21 @@ def test_fast_path_options_are_accepted_and_round_trip(model, tmp_path):
         assert getattr(config.model, key) == value
     save_config(config, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == config
+
+
+def test_lstm_options_reach_the_model_spec_and_the_cell():
+    """``model.proj_size``, ``model.peepholes`` and ``model.layer_norm`` are the registry's options of the LSTM:
+    each is in ``KEY_USERS`` (so any other cell rejects it by name) and reaches ``lstm_cell``."""
+    from lstm_jax import registry
+    from lstm_jax.cells import lstm_cell
+    from lstm_jax.models import get_cell
+    from lstm_jax.tasks import make_task
+    from lstm_jax.train import model_spec
+
+    options = {"proj_size": 4, "peepholes": True, "layer_norm": True}
+    for key in options:
+        assert KEY_USERS["model"][key] == ("cell", ("lstm",)) and key in registry.cell_type("lstm").options
+    config = load({"task": {"name": "adding"}, "model": {"hidden_size": 8, **options}})
+    spec = model_spec(config, make_task("adding", T=5))
+    assert {key: getattr(spec, key) for key in options} == options
+    assert get_cell(spec) is lstm_cell(**options)
