@@ -1,4 +1,5 @@
-"""lstm_jax: the simple RNN, the LSTM and the GRU in JAX, with BPTT by ``jax.grad`` and by hand.
+"""lstm_jax: the simple RNN, the LSTM (with a projection, peepholes or layer normalisation) and the GRU in JAX,
+with BPTT by ``jax.grad`` and by hand.
 
 The public API, importable from the package root::
 

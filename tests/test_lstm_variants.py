@@ -434,7 +434,7 @@ def test_parameters_that_do_not_fit_the_options_are_named(key):
     for c, params, message in cases:
         with pytest.raises(ValueError, match=message):
             unroll(c, params, xs)
-    with pytest.raises(ValueError, match=r"carry: expected shape \(3, 3\) \(\*batch, D\), got \(3, 5\)"):
+    with pytest.raises(ValueError, match=r"carry: expected shape \(3, 3\) \(\*batch, P\), got \(3, 5\)"):
         unroll(cell, proj, xs, LSTMState(jnp.ones((B, D)), jnp.ones((B, D))))
 
 

@@ -257,9 +257,18 @@ def check_carry(cell: Cell, params, carry, batch_shape: tuple[int, ...]) -> None
         raise ValueError(
             f"carry: expected {jax.tree.structure(expected)} for the {cell.name}, got {jax.tree.structure(carry)}"
         )
-    for leaf, ref in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)):
-        _checks.check_shape("carry", leaf, ref.shape, "(*batch, D)")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(carry):
+        ref = _leaf_at(expected, path)
+        projected = cell.proj_size is not None and path == (jax.tree_util.GetAttrKey("h"),)  # h of P units
+        _checks.check_shape("carry", leaf, ref.shape, "(*batch, P)" if projected else "(*batch, D)")
         _checks.check_same_dtype("carry", leaf, ref.dtype)
+
+
+def _leaf_at(tree, path):
+    """The leaf of ``tree`` at a ``tree_leaves_with_path`` path."""
+    for key in path:
+        tree = getattr(tree, key.name) if isinstance(key, jax.tree_util.GetAttrKey) else tree[key.idx]
+    return tree
 
 
 def check_input(params, x, min_ndim: int, meaning: str) -> None:
