@@ -100,7 +100,7 @@ def test_step_equals_flax_gru_cell(dtype):
     import flax.linen as nn
 
     rng = np.random.default_rng(2)
-    with jax.enable_x64(dtype == jnp.float64), jax.numpy_dtype_promotion("standard"):  # flax's own arithmetic
+    with jax.enable_x64(dtype == jnp.float64):
         cell = nn.GRUCell(features=D, dtype=dtype, param_dtype=dtype, bias_init=nn.initializers.normal(0.5))
         h = jnp.asarray(rng.standard_normal((2, 3, D)), dtype)
         x = jnp.asarray(rng.standard_normal((2, 3, M)), dtype)
@@ -119,15 +119,14 @@ def test_step_equals_flax_gru_cell(dtype):
         assert_trees_close(_flax_to_ours(_ours_to_flax(ours)), ours, rtol=0)
 
 
-def _torch_to_ours(gru, layer: int = 0, suffix: str = "") -> GRUParams:
-    """PyTorch ``nn.GRU`` weights as :class:`GRUParams`: ``b = bias_ih + [bias_hr; bias_hz; 0]``, ``b_hn = bias_hh[2D:]``."""
-    name = f"l{layer}{suffix}"
+def _torch_to_ours(gru) -> GRUParams:
+    """PyTorch ``nn.GRU`` weights (layer 0) as :class:`GRUParams`: ``b = bias_ih + [bias_hr; bias_hz; 0]``,
+    ``b_hn = bias_hh[2D:]``."""
     w_ih, w_hh, b_ih, b_hh = (
-        getattr(gru, f"{kind}_{name}").detach().numpy() for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        getattr(gru, f"{kind}_l0").detach().numpy() for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
     )
-    H = w_hh.shape[1]
-    b = b_ih + np.concatenate([b_hh[: 2 * H], np.zeros(H, b_hh.dtype)])
-    return GRUParams(*(jnp.asarray(a) for a in (w_ih, w_hh, b, b_hh[2 * H :])))
+    b = b_ih + np.concatenate([b_hh[: 2 * D], np.zeros(D, b_hh.dtype)])
+    return GRUParams(*(jnp.asarray(a) for a in (w_ih, w_hh, b, b_hh[2 * D :])))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -166,16 +165,15 @@ def test_unroll_and_gradients_equal_torch_gru(dtype):
         np.testing.assert_allclose(final, hn_t.detach().numpy()[0], **tol)
         np.testing.assert_allclose(value, loss_t.item(), **tol)
         d_params, d_xs, d_h0 = grads
-        H = D
         expected = GRUParams(
             gru.weight_ih_l0.grad.numpy(),
             gru.weight_hh_l0.grad.numpy(),
             gru.bias_ih_l0.grad.numpy(),
-            gru.bias_hh_l0.grad.numpy()[2 * H :],
+            gru.bias_hh_l0.grad.numpy()[2 * D :],
         )
         assert_trees_close(d_params, jax.tree.map(jnp.asarray, expected), **tol)
         # torch's bias_hr, bias_hz act as b_r, b_z do: the same gradient
-        np.testing.assert_allclose(d_params.b[: 2 * H], gru.bias_hh_l0.grad.numpy()[: 2 * H], **tol)
+        np.testing.assert_allclose(d_params.b[: 2 * D], gru.bias_hh_l0.grad.numpy()[: 2 * D], **tol)
         np.testing.assert_allclose(d_xs, xs_t.grad.numpy(), **tol)
         np.testing.assert_allclose(d_h0, h0_t.grad.numpy()[0], **tol)
 
