@@ -63,8 +63,8 @@ class ModelSpec(NamedTuple):
     compute_dtype: str | None = None  # matmul operand dtype on the fast path (e.g. "bfloat16")
 
 
-#: The fields of :class:`ModelSpec` that are a cell's options (:data:`lstm_jax.registry.CELL_TYPES`).
-CELL_OPTIONS = ("activation", "proj_size", "peepholes", "layer_norm")
+#: The fields of :class:`ModelSpec` that are a cell's options: those of :data:`lstm_jax.registry.CELL_TYPES`.
+CELL_OPTIONS: tuple[str, ...] = registry.OPTIONS
 
 
 def cell_options(spec: ModelSpec) -> dict[str, Any]:

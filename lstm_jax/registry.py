@@ -63,6 +63,8 @@ CELL_TYPES: dict[str, CellType] = {
 
 #: The cell names, in the order of :data:`CELL_TYPES`.
 CELLS: tuple[str, ...] = tuple(CELL_TYPES)
+#: Every cell's ``make`` options, each once (:class:`lstm_jax.models.ModelSpec` has a field of each name).
+OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(key for entry in CELL_TYPES.values() for key in entry.options))
 
 
 def cell_type(name: str) -> CellType:

@@ -451,10 +451,11 @@ def test_lstm_options_reach_the_model_spec_and_the_cell():
     each is in ``KEY_USERS`` (so any other cell rejects it by name) and reaches ``lstm_cell``."""
     from lstm_jax import registry
     from lstm_jax.cells import lstm_cell
-    from lstm_jax.models import get_cell
+    from lstm_jax.models import ModelSpec, get_cell
     from lstm_jax.tasks import make_task
     from lstm_jax.train import model_spec
 
+    assert set(registry.OPTIONS) <= set(ModelSpec._fields) & {f.name for f in dataclasses.fields(ModelConfig)}
     options = {"proj_size": 4, "peepholes": True, "layer_norm": True}
     for key in options:
         assert KEY_USERS["model"][key] == ("cell", ("lstm",)) and key in registry.cell_type("lstm").options

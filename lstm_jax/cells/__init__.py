@@ -2,9 +2,9 @@ r"""One time step of each recurrent cell as pure functions: the simple RNN and t
 (§1.2, §2.2), the LSTM's options (projection, peepholes, layer normalisation) and the GRU.
 
 One module per cell (:mod:`~lstm_jax.cells.rnn`, :mod:`~lstm_jax.cells.lstm` and its options
-:mod:`~lstm_jax.cells.lstm_variants`, :mod:`~lstm_jax.cells.gru`), each holding its parameters, its forward step and its hand-derived
-backward step (a :class:`Kernel`); :mod:`~lstm_jax.cells._base` holds what they share. Every name is
-importable from here: ``from lstm_jax.cells import gru_cell, GRUParams``.
+:mod:`~lstm_jax.cells.lstm_variants`, :mod:`~lstm_jax.cells.gru`), each holding its parameters, its
+forward step and its hand-derived backward step (a :class:`Kernel`); :mod:`~lstm_jax.cells._base` holds
+what they share. Every name is importable from here: ``from lstm_jax.cells import gru_cell, GRUParams``.
 """
 
 from lstm_jax.cells._base import (
@@ -56,8 +56,8 @@ __all__ = [
     "GRU_CELL",
     "GRU_GATE_ORDER",
     "Kernel",
-    "LSTMParams",
     "LAYER_NORM_EPS",
+    "LSTMParams",
     "LSTMState",
     "LSTMVariantParams",
     "LSTM_CELL",
