@@ -78,7 +78,8 @@ class Kernel(NamedTuple):
     """One cell's step written once, forward and backward (the hand-derived BPTT).
 
     ``extras`` below is the tuple of the cell's parameters after ``(w_ih, w_hh, b)`` (empty for the
-    RNN and the LSTM, ``(b_hn,)`` for the GRU).
+    RNN and the LSTM, ``(b_hn,)`` for the GRU, the nine optional fields of an LSTM variant with ``None``
+    for the options that are off).
 
     The kernel does a step's pointwise work; the caller does its matmul with ``W_hh``, forward
     (:math:`a_t = W_{hh} h_{t-1}`) and backward (:math:`W_{hh}^\top da_t`), so that every loop (the
@@ -96,8 +97,8 @@ class Kernel(NamedTuple):
         :math:`a_t` (the caller adds :math:`W_{hh}^\top da_t` to its ``h``).
       hidden: ``carry -> h`` (the step's output and the operand of ``W_hh``).
       extra_grads: ``(extras, grads, carries, prev_carries, saved) -> d extras``, the extras' gradients
-        from all steps' :class:`StepGrads` stacked (after the loop, as the weight GEMMs); ``None``
-        for a cell without extras.
+        from all steps' :class:`StepGrads` stacked (after the loop, as the weight GEMMs; ``None`` for an
+        extra that is ``None``); ``None`` for a cell without extras.
     """
 
     step: Callable[[Array, tuple, Any, Array], tuple[Any, Any]]
