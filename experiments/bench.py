@@ -101,10 +101,13 @@ SHAPES: dict[str, list[Shape]] = {
 }
 IMPLS = ("lstm_jax", "flax", "torch", "gemm_floor")
 #: The cells the suite can time (each has an entry in every peer's table below), and their table titles.
-CELLS = ("lstm", "gru")
-CELL_TITLES = {"lstm": "LSTM", "gru": "GRU"}
-#: ``--cells`` by device: both on the CPU; the LSTM alone on a GPU (the prepared device check's time budget).
-DEFAULT_CELLS = {"cpu": ["lstm", "gru"], "gpu": ["lstm"]}
+#: ``lstmp`` is the LSTM with a projection of its state to ``P = D // PROJ_DIVISOR`` units (PyTorch's ``proj_size``).
+CELLS = ("lstm", "gru", "lstmp")
+CELL_TITLES = {"lstm": "LSTM", "gru": "GRU", "lstmp": "LSTM with projection P = D/4"}
+#: Sak et al. 2014's LSTMP: 2048 cells projected to 512.
+PROJ_DIVISOR = 4
+#: ``--cells`` by device: all on the CPU; the LSTM alone on a GPU (the prepared device check's time budget).
+DEFAULT_CELLS = {"cpu": list(CELLS), "gpu": ["lstm"]}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 DEFAULT_DTYPES = {"cpu": ["float32"], "gpu": ["float32", "bfloat16", "float16"]}
 #: The memory probe's default (B, T, M, D): a long sequence.
@@ -140,23 +143,46 @@ def problem(shape: Shape, dtype: str, device=None, seed: int = 0, cell: str = "l
 
     Drawn in float32 and rounded to ``dtype``, so every dtype sees the same values up to rounding.
     """
+    if cell not in CELLS:
+        raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {cell!r}")
+    options = {"proj_size": max(1, shape.D // PROJ_DIVISOR)} if cell == "lstmp" else {}
     k_params, k_xs = jax.random.split(jax.random.key(seed))
-    layers = lj.init_layers(k_params, cell_type(cell).init, shape.M, shape.D, shape.layers)
+    layers = lj.init_layers(k_params, cell_type(REGISTRY_CELLS[cell]).init, shape.M, shape.D, shape.layers, **options)
     xs = jax.random.normal(k_xs, (shape.B, shape.T, shape.M), jnp.float32)
     layers, xs = jax.tree.map(lambda a: a.astype(DTYPES[dtype]), (layers, xs))
     return jax.device_put((layers, xs), device)
 
 
-#: The parameter type of each cell: a runner reads which cell it runs from the parameters it is given.
-PARAMS_CELLS = {lj.LSTMParams: "lstm", lj.GRUParams: "gru"}
+#: The registry's name of each cell (:mod:`lstm_jax.registry`; ``lstmp`` is its ``lstm`` with ``proj_size``).
+REGISTRY_CELLS = {"lstm": "lstm", "gru": "gru", "lstmp": "lstm"}
 
 
 def cell_of(layers) -> str:
-    """The cell (one of :data:`CELLS`) whose parameters ``layers`` holds."""
-    kind = type(layers[0])
-    if kind not in PARAMS_CELLS:
-        raise ValueError(f"layers: expected parameters of {', '.join(CELLS)}, got {kind.__name__}")
-    return PARAMS_CELLS[kind]
+    """The cell (one of :data:`CELLS`) whose parameters ``layers`` holds: a runner reads it from them."""
+    p = layers[0]
+    if isinstance(p, lj.LSTMParams):
+        return "lstm"
+    if isinstance(p, lj.GRUParams):
+        return "gru"
+    if isinstance(p, lj.LSTMVariantParams) and all(v is None for v in p[4:]) and p.w_hr is not None:
+        return "lstmp"  # the projection and no other option
+    raise ValueError(f"layers: expected parameters of {', '.join(CELLS)}, got {type(p).__name__}")
+
+
+def cell_options(layers) -> dict:
+    """The options of the registry's ``make`` for these parameters (``proj_size`` for ``lstmp``)."""
+    return {"proj_size": proj_size(layers)} if cell_of(layers) == "lstmp" else {}
+
+
+def proj_size(layers) -> int | None:
+    """``P`` of an LSTM with projection (the rows of ``w_hr``), else ``None``."""
+    w_hr = getattr(layers[0], "w_hr", None)
+    return None if w_hr is None else int(w_hr.shape[0])
+
+
+def hidden_size(p) -> int:
+    """``D``, the units of a layer's cell (``w_hh`` has ``P`` columns under a projection)."""
+    return p.w_hh.shape[1] if getattr(p, "w_hr", None) is None else p.w_hr.shape[1]
 
 
 def loss_of(hs) -> jax.Array:
@@ -245,9 +271,10 @@ def unroll_variants(device=None, dtype: str = "float32", cell: str = "lstm") -> 
 def lstm_jax_hs(layers, xs, **options):
     """The last layer's outputs of ``lstm_jax``: ``unroll`` for one layer, ``unroll_layers`` for more.
 
-    The cell is the registry's for the parameters' type (:func:`cell_of`): ``lj.lstm_cell()``, ``lj.gru_cell()``.
+    The cell is the registry's for the parameters (:func:`cell_of`): ``lj.lstm_cell()``, ``lj.gru_cell()``,
+    ``lj.lstm_cell(proj_size=P)``.
     """
-    cell = cell_type(cell_of(layers)).make()
+    cell = cell_type(REGISTRY_CELLS[cell_of(layers)]).make(**cell_options(layers))
     if len(layers) == 1:
         return lj.unroll(cell, layers[0], xs, **options)[1]
     return lj.unroll_layers(cell, layers, xs, **options)[1]
@@ -276,16 +303,17 @@ def _lstm_floor_layer(p, x):
     """One LSTM layer's GEMMs and gates on all ``T·B`` rows ``x`` at once, a stand-in for the recurrence.
 
     ``z = X W_ihᵀ + b``; a stand-in for the previous state, ``u = tanh(z_g)``, computed from ``z`` alone;
-    ``a = z + u W_hhᵀ`` (one GEMM for all steps); ``i, f, g, o`` from ``a``; ``c = f ⊙ u + i ⊙ g``;
-    ``h = o ⊙ tanh(c)``.
+    ``a = z + u W_hhᵀ`` (one GEMM for all steps; its first ``P`` columns under a projection);
+    ``i, f, g, o`` from ``a``; ``c = f ⊙ u + i ⊙ g``; ``h = o ⊙ tanh(c)``, then ``h W_hrᵀ`` under a projection.
     """
-    D = p.w_hh.shape[1]
+    D, P = hidden_size(p), p.w_hh.shape[1]
     z = x @ p.w_ih.T + p.b[None, :]
     u = jnp.tanh(z[:, 2 * D : 3 * D])
-    a = z + u @ p.w_hh.T
+    a = z + u[:, :P] @ p.w_hh.T
     i, f, g, o = (a[:, k * D : (k + 1) * D] for k in range(4))
     c = jax.nn.sigmoid(f) * u + jax.nn.sigmoid(i) * jnp.tanh(g)
-    return jax.nn.sigmoid(o) * jnp.tanh(c)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return h if getattr(p, "w_hr", None) is None else h @ p.w_hr.T
 
 
 def _gru_floor_layer(p, x):
@@ -305,7 +333,7 @@ def _gru_floor_layer(p, x):
 
 
 #: Per cell, one layer of the GEMM floor: ``(params, x (T·B, M)) -> h (T·B, D)``.
-FLOOR_LAYERS = {"lstm": _lstm_floor_layer, "gru": _gru_floor_layer}
+FLOOR_LAYERS = {"lstm": _lstm_floor_layer, "gru": _gru_floor_layer, "lstmp": _lstm_floor_layer}
 
 
 def gemm_floor_hs(layers, xs):
@@ -408,7 +436,10 @@ def flax_grads_as_layers(grads, cell: str = "lstm") -> tuple:
 
 
 def flax_runners(layers, xs, device) -> list[Runner]:
-    cell, D, dtype = cell_of(layers), layers[0].w_hh.shape[1], jnp.dtype(xs.dtype).name
+    """flax's ``nn.RNN`` of the cell's module (:data:`FLAX_CELLS`); none for a cell flax does not have."""
+    cell, D, dtype = cell_of(layers), hidden_size(layers[0]), jnp.dtype(xs.dtype).name
+    if cell not in FLAX_CELLS:
+        return []
     model = flax_model(D, len(layers), dtype, cell)
     params = jax.device_put(flax_params(layers), device)
 
@@ -437,56 +468,78 @@ def torch_available() -> bool:
 
 
 class TorchCell(NamedTuple):
-    """How torch runs one of our cells: its module, our layer's biases as its two, its gradients as our layer.
+    """How torch runs one of our cells: its module and options, our layer as its tensors and back.
 
-    ``biases``: ``params -> (bias_ih, bias_hh)``; ``from_torch``: ``(weight_ih, weight_hh, bias_ih, bias_hh)
-    -> params`` (the gradients of torch's four tensors as the gradients of ours). The weights are
-    torch's as they are (same gate order).
+    ``to_torch``: ``params -> {kind: array}`` for torch's ``{kind}_l{k}`` tensors (``weight_ih``,
+    ``bias_hh``, ...); ``from_torch``: the gradients of those tensors ``{kind: array} -> params``, the
+    gradients of ours. The weights are torch's as they are (same gate order).
     """
 
     module: str  # the torch.nn class
-    biases: Callable[[Any], tuple]
-    from_torch: Callable[..., Any]
+    options: Callable[[Any], dict]  # a layer's params -> the module's keyword arguments besides the sizes
+    to_torch: Callable[[Any], dict]
+    from_torch: Callable[[dict], Any]
+
+
+def _lstm_to_torch(p) -> dict:
+    """b = bias_ih + bias_hh: all of it in bias_ih, zeros in bias_hh (both get the same gradient)."""
+    tensors = {"weight_ih": p.w_ih, "weight_hh": p.w_hh, "bias_ih": p.b, "bias_hh": np.zeros_like(_f32(p.b))}
+    return tensors if getattr(p, "w_hr", None) is None else {**tensors, "weight_hr": p.w_hr}
+
+
+def _gru_to_torch(p) -> dict:
+    """b = bias_ih + [b_hr; b_hz; 0]: b in bias_ih, and bias_hh = [0; 0; b_hn] (b_hn sits inside r ⊙ (·))."""
+    b_hh = np.concatenate([np.zeros(2 * p.b_hn.shape[0], np.float32), _f32(p.b_hn)])
+    return {"weight_ih": p.w_ih, "weight_hh": p.w_hh, "bias_ih": p.b, "bias_hh": b_hh}
 
 
 TORCH_CELLS = {
-    # b = bias_ih + bias_hh: all of it in bias_ih, zeros in bias_hh (both get the same gradient).
     "lstm": TorchCell(
-        "LSTM",
-        lambda p: (_f32(p.b), np.zeros_like(_f32(p.b))),
-        lambda w_ih, w_hh, b_ih, b_hh: lj.LSTMParams(w_ih, w_hh, b_ih),
+        "LSTM", lambda p: {}, _lstm_to_torch, lambda g: lj.LSTMParams(g["weight_ih"], g["weight_hh"], g["bias_ih"])
     ),
-    # b = bias_ih + [b_hr; b_hz; 0]: b in bias_ih, and bias_hh = [0; 0; b_hn] (b_hn sits inside r ⊙ (·)).
     "gru": TorchCell(
         "GRU",
-        lambda p: (_f32(p.b), np.concatenate([np.zeros(2 * p.b_hn.shape[0], np.float32), _f32(p.b_hn)])),
-        lambda w_ih, w_hh, b_ih, b_hh: lj.GRUParams(w_ih, w_hh, b_ih, b_hh[2 * w_hh.shape[1] :]),
+        lambda p: {},
+        _gru_to_torch,
+        lambda g: lj.GRUParams(
+            g["weight_ih"], g["weight_hh"], g["bias_ih"], g["bias_hh"][2 * g["weight_hh"].shape[1] :]
+        ),
+    ),
+    "lstmp": TorchCell(
+        "LSTM",
+        lambda p: {"proj_size": p.w_hr.shape[0]},
+        _lstm_to_torch,
+        lambda g: lj.LSTMVariantParams(g["weight_ih"], g["weight_hh"], g["bias_ih"], w_hr=g["weight_hr"]),
     ),
 }
-TORCH_TENSORS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def torch_runners(layers, xs, device) -> list[Runner]:
     """``torch.nn.LSTM`` or ``torch.nn.GRU`` with our weights (:data:`TORCH_CELLS`): ``weight_ih_l{k}`` = ``w_ih``,
-    ``weight_hh_l{k}`` = ``w_hh`` (same gate order), the biases as the cell's entry says."""
+    ``weight_hh_l{k}`` = ``w_hh`` (same gate order), ``weight_hr_l{k}`` = ``w_hr``, the biases as the cell's entry says."""
     import torch
 
     on_gpu = device.platform == "gpu"
     torch_device = torch.device("cuda" if on_gpu else "cpu")
     dtype = getattr(torch, jnp.dtype(xs.dtype).name)
-    M, D = layers[0].w_ih.shape[1], layers[0].w_hh.shape[1]
+    M, D = layers[0].w_ih.shape[1], hidden_size(layers[0])
     spec = TORCH_CELLS[cell_of(layers)]
 
     def to_torch(a):
         return torch.from_numpy(np.array(a, np.float32)).to(device=torch_device, dtype=dtype)
 
-    rnn = getattr(torch.nn, spec.module)(M, D, len(layers), batch_first=True, device=torch_device, dtype=dtype)
+    module = getattr(torch.nn, spec.module)
+    rnn = module(M, D, len(layers), batch_first=True, device=torch_device, dtype=dtype, **spec.options(layers[0]))
+    tensors = {}  # (layer, kind) -> torch's parameter
     with torch.no_grad():
         for n, p in enumerate(layers):
-            for kind, value in zip(TORCH_TENSORS, (p.w_ih, p.w_hh, *spec.biases(p))):
-                getattr(rnn, f"{kind}_l{n}").copy_(to_torch(value))
+            for kind, value in spec.to_torch(p).items():
+                tensors[n, kind] = getattr(rnn, f"{kind}_l{n}")
+                tensors[n, kind].copy_(to_torch(value))
+    expected = sorted(name for name, _ in rnn.named_parameters())
+    if sorted(f"{kind}_l{n}" for n, kind in tensors) != expected:
+        raise RuntimeError(f"torch parameters: expected {expected}, set {sorted(tensors)}")
     x = to_torch(xs)
-    names = [f"{kind}_l{n}" for n in range(len(layers)) for kind in TORCH_TENSORS]
 
     def sync():
         if on_gpu:
@@ -504,13 +557,13 @@ def torch_runners(layers, xs, device) -> list[Runner]:
         loss = hs.float().square().mean()
         loss.backward()
         sync()
-        return loss.detach(), {name: getattr(rnn, name).grad for name in names}
+        return loss.detach(), {key: tensor.grad for key, tensor in tensors.items()}
 
     def grads_as_layers(grads):
-        def get(name):
-            return grads[name].float().cpu().numpy()
-
-        return tuple(spec.from_torch(*(get(f"{kind}_l{n}") for kind in TORCH_TENSORS)) for n in range(len(layers)))
+        per_layer = [{} for _ in layers]
+        for (n, kind), grad in grads.items():
+            per_layer[n][kind] = grad.float().cpu().numpy()
+        return tuple(spec.from_torch(g) for g in per_layer)
 
     return [Runner("torch", "default", forward, train, grads_as_layers)]
 
@@ -534,7 +587,11 @@ def runners_for(impls, layers, xs, device, log=print, variants=None) -> list[Run
             log("  torch: not importable, skipped")
             continue
         try:
-            built = [r for r in RUNNERS[impl](layers, xs, device) if variants is None or r.variant in variants]
+            built = RUNNERS[impl](layers, xs, device)
+            if not built:
+                log(f"  {impl}: no {cell_of(layers)} cell, skipped")
+                continue
+            built = [r for r in built if variants is None or r.variant in variants]
             for runner in built:
                 for _ in range(2):
                     runner.forward()
@@ -820,6 +877,7 @@ def run_suite(
                 "impl": impl,
                 "variant": variant,
                 "cell": cell,
+                "proj_size": proj_size(layers),  # P of lstmp, else None
                 "device": info["device"],
                 "device_name": info["device_name"],
                 "dtype": dtype,

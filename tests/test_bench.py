@@ -38,7 +38,11 @@ def _assert_same(runner, reference):
     np.testing.assert_allclose(hs, ref_hs, atol=1e-5, err_msg=f"{label}: forward outputs")
     assert len(grads) == len(ref_grads)
     for layer, (g, ref) in enumerate(zip(grads, ref_grads)):
+        assert type(g) is type(ref), f"{label}: layer {layer} {type(g).__name__} vs {type(ref).__name__}"
         for name, a, b in zip(ref._fields, g, ref):
+            if b is None:  # an LSTM option the cell does not have
+                assert a is None, f"{label}: layer {layer} {name} is not None"
+                continue
             assert a.shape == b.shape, f"{label}: layer {layer} {name} shape {a.shape} vs {b.shape}"
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"{label}: layer {layer} d{name}")
 
@@ -72,13 +76,21 @@ def quick_problem(request):
 
 def test_problem_draws_each_cells_parameters():
     shape = bench.SHAPES["quick"][1]
-    for cell, kind in (("lstm", bench.lj.LSTMParams), ("gru", bench.lj.GRUParams)):
+    kinds = {"lstm": bench.lj.LSTMParams, "gru": bench.lj.GRUParams, "lstmp": bench.lj.LSTMVariantParams}
+    for cell, kind in kinds.items():
         layers, xs = bench.problem(shape, "float32", CPU, cell=cell)
         assert len(layers) == shape.layers and all(type(p) is kind for p in layers)
         assert bench.cell_of(layers) == cell and xs.shape == (shape.B, shape.T, shape.M)
-    with pytest.raises(ValueError, match="layers: expected parameters of lstm, gru, got RNNParams"):
+        assert all(bench.hidden_size(p) == shape.D for p in layers)
+    assert bench.proj_size(layers) == shape.D // bench.PROJ_DIVISOR == layers[0].w_hh.shape[1]
+    assert bench.cell_options(layers) == {"proj_size": shape.D // bench.PROJ_DIVISOR}
+    with pytest.raises(ValueError, match="layers: expected parameters of lstm, gru, lstmp, got RNNParams"):
         bench.cell_of((bench.lj.init_rnn(jax.random.key(0), 3, 4),))
-    assert set(bench.CELLS) == set(bench.FLAX_CELLS) == set(bench.TORCH_CELLS) == set(bench.FLOOR_LAYERS)
+    peepholes = bench.lj.init_lstm(jax.random.key(0), 3, 4, proj_size=2, peepholes=True)
+    with pytest.raises(ValueError, match="got LSTMVariantParams"):  # an option the suite does not time
+        bench.cell_of((peepholes,))
+    assert set(bench.CELLS) == set(bench.TORCH_CELLS) == set(bench.FLOOR_LAYERS) == set(bench.CELL_TITLES)
+    assert set(bench.FLAX_CELLS) == {"lstm", "gru"}  # flax has no LSTM with projection
 
 
 def test_quick_shapes_have_one_and_several_layers():
@@ -89,6 +101,10 @@ def test_quick_shapes_have_one_and_several_layers():
 def test_jax_implementations_give_the_same_loss_and_gradients(quick_problem, impl):
     layers, xs, reference = quick_problem
     runners = bench.RUNNERS[impl](layers, xs, CPU)
+    if impl == "flax" and bench.cell_of(layers) not in bench.FLAX_CELLS:
+        assert runners == []
+        return
+    assert runners
     if impl == "lstm_jax":  # every variant (impl="scan" too, when unroll has it); the default is the reference
         assert [r.variant for r in runners] == [v for v, _ in bench.unroll_variants(cell=bench.cell_of(layers))]
         runners = runners[1:]
@@ -194,22 +210,29 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     args += ["--out", str(out), "--table"]
     assert bench.main(args) == 0
     rows = json.loads(out.read_text())
-    assert len(rows) == len(bench.SHAPES["quick"]) * len(bench.DEFAULT_CELLS["cpu"])
+    assert len(rows) == len(bench.SHAPES["quick"]) * len(bench.DEFAULT_CELLS["cpu"]) == 2 * 3
     assert out.with_suffix(".md").read_text() == bench.render(rows) + "\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["bench_quick.json", "bench_quick.md"]  # no temporaries
 
 
 def test_smoke_mode_times_the_gru_beside_the_lstm(tmp_path):
     """``--shapes quick`` on the CPU, default cells: every implementation has a GRU row per shape, after the
-    LSTM's of the same shape, and the GRU gets its own tables."""
+    LSTM's of the same shape, then the LSTM with projection's (no flax row: flax has none), and the GRU
+    gets its own tables."""
     pytest.importorskip("torch")
     out = tmp_path / "smoke.json"
     args = ["--shapes", "quick", "--variants", "default", "--repeats", "1", "--quiet", "1", "--out", str(out)]
     assert bench.main(args + ["--table"]) == 0
     rows = json.loads(out.read_text())
-    impls = list(bench.IMPLS)
-    expected = [(s.T, cell, impl) for s in bench.SHAPES["quick"] for cell in ("lstm", "gru") for impl in impls]
+    expected = [
+        (s.T, cell, impl)
+        for s in bench.SHAPES["quick"]
+        for cell in ("lstm", "gru", "lstmp")
+        for impl in bench.IMPLS
+        if (cell, impl) != ("lstmp", "flax")
+    ]
     assert [(r["T"], r["cell"], r["impl"]) for r in rows] == expected
+    assert {r["proj_size"] for r in rows if r["cell"] == "lstmp"} == {1} and {r["proj_size"] for r in rows} == {None, 1}
     assert all(r["fwd_ms"] > 0 and r["train_ms"] > 0 for r in rows)
     table = out.with_suffix(".md").read_text()
     assert "**cpu float32 GRU, training step**" in table and "**cpu float32 GRU, forward**" in table
@@ -322,12 +345,14 @@ def test_run_suite_variants_budget_and_save():
 def test_isolated_suite_runs_each_implementation_in_its_own_process(tmp_path):
     """``--isolate``: rows per implementation from separate processes, times the median over rounds."""
     out = tmp_path / "iso.json"
-    argv = ["--shapes", "quick", "--impls", "gemm_floor,lstm_jax", "--variants", "default", "--isolate", "2"]
+    argv = ["--shapes", "quick", "--cells", "gru", "--impls", "gemm_floor,lstm_jax", "--variants", "default"]
+    argv += ["--isolate", "2"]
     assert bench.main(argv + ["--repeats", "1", "--quiet", "1", "--out", str(out), "--table"]) == 0
     rows = json.loads(out.read_text())
     shapes = bench.SHAPES["quick"]
     assert [(r["impl"], r["T"]) for r in rows] == [(impl, s.T) for s in shapes for impl in ("gemm_floor", "lstm_jax")]
     assert all(r["isolated_rounds"] == 2 and r["fwd_ms"] >= r["fwd_ms_min"] > 0 for r in rows)
+    assert {r["cell"] for r in rows} == {"gru"}  # --cells reaches the subprocesses
     assert (
         "each implementation in its own process, median of 2 rounds' medians of 1 repeats"
         in out.with_suffix(".md").read_text()
