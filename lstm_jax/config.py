@@ -33,11 +33,12 @@ from typing import Any, ClassVar
 import yaml
 
 from lstm_jax.cells import ACTIVATIONS
+from lstm_jax.dropout import Dropout
 from lstm_jax.init import INITIALIZERS
 from lstm_jax.models import CELL_OPTIONS, CELLS, DTYPES, INPUT_LAYERS, ModelSpec, get_cell
 from lstm_jax.registry import key_users
 from lstm_jax.rundir import write_atomic
-from lstm_jax.unroll import IMPLS, check_options
+from lstm_jax.unroll import IMPLS, check_noise, check_options
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
@@ -56,6 +57,7 @@ KEY_USERS = {
     "model": {
         # lstm_jax.registry: activation (rnn); proj_size, peepholes, layer_norm, forget_bias (lstm)
         **{key: ("cell", cells) for key, cells in key_users().items()},
+        "zoneout_c": ("cell", ("lstm",)),  # zoneout of the LSTM's cell state
         "input_features": ("input_layer", ("dense", "embedding")),
     },
 }
@@ -93,9 +95,9 @@ class FrozenMapping(Mapping):
         return f"FrozenMapping({self._items!r})"
 
 
-def _field(default=dataclasses.MISSING, *, choices=(), ge=None, gt=None, le=None):
-    """A dataclass field with its allowed ``choices`` and bounds (``value >= ge``, ``value > gt``)."""
-    return field(default=default, metadata={"choices": tuple(choices), "ge": ge, "gt": gt, "le": le})
+def _field(default=dataclasses.MISSING, *, choices=(), ge=None, gt=None, le=None, lt=None):
+    """A dataclass field with its allowed ``choices`` and bounds (``value >= ge``, ``value > gt``, ...)."""
+    return field(default=default, metadata={"choices": tuple(choices), "ge": ge, "gt": gt, "le": le, "lt": lt})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,20 +140,36 @@ class ModelConfig:
     dtype: str = _field("float32", choices=tuple(DTYPES))
     input_layer: str = _field("none", choices=INPUT_LAYERS)  # before the first recurrent layer
     input_features: int = _field(32, ge=1)  # its output size (dense or embedding only)
+    # Regularisation (lstm_jax.dropout), off at evaluation: rates in [0, 1)
+    dropout: float = _field(0.0, ge=0, lt=1)  # between stacked layers, a mask per step (PyTorch's dropout)
+    input_dropout: float = _field(0.0, ge=0, lt=1)  # each layer's inputs, one mask per sequence (Keras's dropout)
+    recurrent_dropout: float = _field(0.0, ge=0, lt=1)  # h_{t-1} before W_hh, one mask per sequence
+    zoneout_h: float = _field(0.0, ge=0, lt=1)  # zoneout of the hidden state (Krueger et al. 2017)
+    zoneout_c: float = _field(0.0, ge=0, lt=1)  # zoneout of the LSTM's cell state
+
+    def dropout_rates(self) -> Dropout:
+        """The regularisers' rates as :class:`lstm_jax.dropout.Dropout`."""
+        return Dropout(self.dropout, self.input_dropout, self.recurrent_dropout, self.zoneout_h, self.zoneout_c)
 
     def __post_init__(self):
         _validate(self)
         _check_used(self)
+        if self.dropout and self.num_layers == 1:
+            raise ConfigError(
+                f"config: model.dropout: acts between stacked layers: expected 0 with model.num_layers = 1, "
+                f"got {self.dropout}"
+            )
         if self.proj_size is not None and self.proj_size >= self.hidden_size:
             raise ConfigError(
                 f"config: model.proj_size: must be < model.hidden_size ({self.hidden_size}), got {self.proj_size}"
             )
         options = {name: getattr(self, name) for name in CELL_OPTIONS}
         cell = get_cell(ModelSpec(cell=self.cell, **options))
-        try:  # the unroll's own check of impl/remat/truncate, so the rules live in one place
-            check_options(
+        try:  # the unroll's own check of impl/remat/truncate/dropout, so the rules live in one place
+            options = check_options(
                 cell, impl=self.impl, remat=self.remat, truncate=self.truncate, compute_dtype=self.compute_dtype
             )
+            check_noise(cell, self.dropout_rates(), None, False, options)
         except ValueError as error:
             raise ConfigError(f"config: model.{error}") from None
 
@@ -257,7 +275,7 @@ def _check_scalar(path: str, value, tp):
 
 def _check_field(path: str, value, f: dataclasses.Field) -> None:
     """Check ``value`` against the ``choices`` and bounds in the metadata of field ``f``."""
-    choices, ge, gt, le = (f.metadata.get(k) for k in ("choices", "ge", "gt", "le"))
+    choices, ge, gt, le, lt = (f.metadata.get(k) for k in ("choices", "ge", "gt", "le", "lt"))
     if choices and value is not None and value not in choices:  # None passed the type check: Optional
         hint = _did_you_mean(value, choices)
         raise ConfigError(f"config: {path}: expected one of {list(choices)}, got {value!r}{hint}")
@@ -269,6 +287,8 @@ def _check_field(path: str, value, f: dataclasses.Field) -> None:
         raise ConfigError(f"config: {path}: must be > {gt}, got {value!r}")
     if le is not None and not value <= le:
         raise ConfigError(f"config: {path}: must be <= {le}, got {value!r}")
+    if lt is not None and not value < lt:
+        raise ConfigError(f"config: {path}: must be < {lt}, got {value!r}")
 
 
 def _validate(obj) -> None:

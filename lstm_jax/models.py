@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from lstm_jax import _checks, registry
 from lstm_jax.cells import Cell, DenseParams, dense
+from lstm_jax.dropout import Dropout
 from lstm_jax.init import init_dense, init_layers, layer_output_size
 from lstm_jax.registry import CELLS
 from lstm_jax.unroll import Bidirectional, unroll_layers
@@ -61,6 +62,7 @@ class ModelSpec(NamedTuple):
     remat: str | int | None = None  # None, "step", "sqrt" or a chunk length
     truncate: int | None = None  # truncated BPTT chunk length
     compute_dtype: str | None = None  # matmul operand dtype on the fast path (e.g. "bfloat16")
+    dropout: Dropout = Dropout()  # regularisers' rates (lstm_jax.dropout); used when apply_model trains
 
 
 #: The fields of :class:`ModelSpec` that are a cell's options: those of :data:`lstm_jax.registry.CELL_TYPES`.
@@ -127,7 +129,15 @@ def _final_h(cell: Cell, carry) -> Array:
     return cell.kernel.hidden(carry)
 
 
-def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Array | None = None) -> Array:
+def apply_model(
+    spec: ModelSpec,
+    params: ModelParams,
+    inputs: Array,
+    lengths: Array | None = None,
+    *,
+    key: Array | None = None,
+    training: bool = False,
+) -> Array:
     """Logits: ``(B, T, N)`` for a many-to-many model, ``(B, N)`` for a many-to-one model.
 
     Args:
@@ -135,6 +145,8 @@ def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Ar
       params: from :func:`init_model`.
       inputs: ``(B, T, M)`` (any leading batch dimensions).
       lengths: optional ``(B,)`` valid steps per sequence (right padding).
+      key, training: the dropout masks' key, and whether to draw them (``spec.dropout``; evaluation:
+        none, zoneout by its expectation). See :func:`lstm_jax.unroll.unroll_layers`.
     """
     many_to_one = _checks.check_bool("spec.many_to_one", spec.many_to_one)
     if params.input is not None:
@@ -150,5 +162,8 @@ def apply_model(spec: ModelSpec, params: ModelParams, inputs: Array, lengths: Ar
         remat=spec.remat,
         truncate=spec.truncate,
         compute_dtype=spec.compute_dtype,
+        dropout=spec.dropout,
+        key=key,
+        training=training,
     )
     return dense(params.head, _final_h(cell, finals[-1]) if many_to_one else hs)

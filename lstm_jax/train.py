@@ -112,6 +112,7 @@ def model_spec(config, task: Task) -> ModelSpec:
         remat=m.remat,
         truncate=m.truncate,
         compute_dtype=m.compute_dtype,
+        dropout=m.dropout_rates(),
     )
 
 
@@ -136,10 +137,13 @@ def init_state(config, task: Task, optimizer: optax.GradientTransformation, key:
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
 
-def batch_loss(spec: ModelSpec, task: Task, params: ModelParams, batch: Batch) -> tuple[Array, Array]:
-    """``(loss, logits)`` of the model on a batch, with the task's loss and reduction."""
+def batch_loss(
+    spec: ModelSpec, task: Task, params: ModelParams, batch: Batch, key: Array | None = None, training: bool = False
+) -> tuple[Array, Array]:
+    """``(loss, logits)`` of the model on a batch, with the task's loss and reduction; ``training`` draws
+    the dropout masks of ``spec.dropout`` from ``key`` (:func:`lstm_jax.models.apply_model`)."""
     inputs = batch.inputs.astype(params.head.w.dtype)
-    logits = apply_model(spec, params, inputs)
+    logits = apply_model(spec, params, inputs, key=key, training=training)
     targets = batch.targets.astype(logits.dtype)
     if spec.many_to_one:  # one step per sequence: a (B, 1, N) "sequence" with the last-step loss
         return sequence_loss(task.loss, logits[..., None, :], targets[..., None, :], reduction="last"), logits
@@ -147,22 +151,24 @@ def batch_loss(spec: ModelSpec, task: Task, params: ModelParams, batch: Batch) -
 
 
 def loss_and_grads(spec: ModelSpec, task: Task, gradients: str) -> Callable:
-    """``(params, batch) -> (loss, grads)``, by ``jax.grad`` or by the manual BPTT formulas.
+    """``(params, batch, key) -> (loss, grads)`` of the training loss (dropout masks from ``key``), by
+    ``jax.grad`` or by the manual BPTT formulas (no dropout).
 
     The manual formulas cover one unidirectional layer and a mask that is all ``True`` (every
     task here); the trainer rejects other models before it gets here.
     """
     if gradients == "autodiff":
 
-        def autodiff(params, batch):
-            (loss, _), grads = jax.value_and_grad(batch_loss, argnums=2, has_aux=True)(spec, task, params, batch)
+        def autodiff(params, batch, key=None):
+            value_and_grad = jax.value_and_grad(batch_loss, argnums=2, has_aux=True)
+            (loss, _), grads = value_and_grad(spec, task, params, batch, key, True)
             return loss, grads
 
         return autodiff
     if gradients != "manual":
         raise ValueError(f"train.gradients: expected 'autodiff' or 'manual', got {gradients!r}")
 
-    def manual(params, batch):
+    def manual(params, batch, key=None):
         (layer,) = params.layers
         dtype = params.head.w.dtype
         kw = dict(loss=task.loss, reduction="last" if spec.many_to_one else task.reduction)
@@ -174,20 +180,31 @@ def loss_and_grads(spec: ModelSpec, task: Task, gradients: str) -> Callable:
 
 
 def make_train_step(
-    spec: ModelSpec, task: Task, optimizer: optax.GradientTransformation, gradients: str = "autodiff"
+    spec: ModelSpec,
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    gradients: str = "autodiff",
+    dropout_key: Array | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """The jit-compiled ``train_step(state, batch) -> (state, metrics)``.
+
+    With dropout (``spec.dropout``), step ``n`` draws its masks from ``fold_in(dropout_key, n)``
+    (:func:`dropout_key`): the same masks whenever step ``n`` runs, resumed or not.
 
     ``metrics`` holds ``loss``, ``grad_norm`` (before clipping) and ``finite`` (loss, gradient and
     updated parameters all finite); when ``finite`` is false the returned state is the input
     state, untouched.
     """
-    step = _update(spec, task, optimizer, gradients)
+    step = _update(spec, task, optimizer, gradients, dropout_key)
     return jax.jit(lambda state, batch: step(state, batch, True)[:2])
 
 
 def make_guarded_step(
-    spec: ModelSpec, task: Task, optimizer: optax.GradientTransformation, gradients: str = "autodiff"
+    spec: ModelSpec,
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    gradients: str = "autodiff",
+    dropout_key: Array | None = None,
 ) -> Callable[[TrainState, Array, Batch], tuple[TrainState, Array, dict]]:
     """The jit-compiled ``guarded(state, first_bad, batch) -> (state, first_bad, metrics)``.
 
@@ -197,7 +214,7 @@ def make_guarded_step(
     losing that state, and never has to wait for the device after each step. The update is
     :func:`make_train_step`'s, bit for bit.
     """
-    step = _update(spec, task, optimizer, gradients)
+    step = _update(spec, task, optimizer, gradients, dropout_key)
 
     @jax.jit
     def guarded(state: TrainState, first_bad: Array, batch: Batch):
@@ -208,13 +225,16 @@ def make_guarded_step(
     return guarded
 
 
-def _update(spec: ModelSpec, task: Task, optimizer: optax.GradientTransformation, gradients: str) -> Callable:
+def _update(
+    spec: ModelSpec, task: Task, optimizer: optax.GradientTransformation, gradients: str, dropout_key=None
+) -> Callable:
     """``(state, batch, healthy) -> (new state, metrics, finite)``: one optimiser step, kept only where
     it is finite and ``healthy`` (else the input state is returned)."""
     value_and_grads = loss_and_grads(spec, task, gradients)
 
     def update(state: TrainState, batch: Batch, healthy):
-        loss, grads = value_and_grads(state.params, batch)
+        key = None if dropout_key is None else jax.random.fold_in(dropout_key, state.step)
+        loss, grads = value_and_grads(state.params, batch, key)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
@@ -260,6 +280,12 @@ def run_keys(seed: int) -> tuple[Array, Array, Array]:
     return init_key, train_key, eval_key
 
 
+def dropout_key(seed: int) -> Array:
+    """The key of a run's dropout masks (folded with each step's number); apart from :func:`run_keys`,
+    whose three keys stay what they were before dropout existed."""
+    return jax.random.fold_in(jax.random.key(seed), 0x64726F70)  # "drop"
+
+
 def check_trainable(config) -> None:
     """Reject combinations the trainer cannot run, before anything is built."""
     m = config.model
@@ -268,6 +294,11 @@ def check_trainable(config) -> None:
             "train.gradients: expected 'autodiff' for this model (the manual BPTT covers one unidirectional "
             f"layer without input layer), got 'manual' with num_layers={m.num_layers}, "
             f"bidirectional={m.bidirectional}, input_layer={m.input_layer!r}"
+        )
+    if config.train.gradients == "manual" and m.dropout_rates().active:
+        raise ValueError(
+            "train.gradients: expected 'autodiff' with dropout or zoneout (the manual BPTT has none), got 'manual' "
+            f"with {m.dropout_rates()}"
         )
     if config.train.gradients == "manual" and (m.remat is not None or m.truncate is not None):
         raise ValueError(
@@ -470,7 +501,7 @@ def _fit(config, task: Task, eval_task: Task, writer, resume, progress, stop) ->
     try:
         for message in skipped:
             console.warn(message)
-        step_fn = make_guarded_step(spec, task, optimizer, tc.gradients)
+        step_fn = make_guarded_step(spec, task, optimizer, tc.gradients, dropout_key(config.seed))
         eval_step = make_eval_step(spec, eval_task)
         batch_at = jax.jit(
             lambda step: task.make_batch(jax.random.fold_in(train_key, step), tc.batch_size),

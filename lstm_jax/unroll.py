@@ -427,7 +427,7 @@ class Noise(NamedTuple):
 NO_NOISE = Noise()
 
 
-def _check_noise(cell: Cell, rates, key, training, options: Options) -> Noise:
+def check_noise(cell: Cell, rates, key, training, options: Options) -> Noise:
     """The checked :class:`Noise` of a call; recurrent dropout and zoneout need a cell with a kernel and
     loops that take masks (not Pallas)."""
     rates = _dropout.check_dropout(rates)
@@ -526,7 +526,7 @@ def unroll(
     options = check_options(
         cell, reverse=reverse, unroll=unroll, impl=impl, remat=remat, truncate=truncate, compute_dtype=compute_dtype
     )
-    noise = _check_noise(cell, dropout, key, training, options)
+    noise = check_noise(cell, dropout, key, training, options)
     if noise.dropout.between_layers:
         raise ValueError(
             f"dropout.between_layers: expected 0 in unroll (one layer; it acts between the layers of unroll_layers), "
@@ -603,7 +603,7 @@ def unroll_layers(
     cell = as_cell(cell)
     time_major = _checks.check_bool("time_major", time_major)
     options = check_options(cell, unroll=unroll, impl=impl, remat=remat, truncate=truncate, compute_dtype=compute_dtype)
-    noise = _check_noise(cell, dropout, key, training, options)
+    noise = check_noise(cell, dropout, key, training, options)
     if len(layers) == 0:
         raise ValueError("layers: expected at least one layer, got an empty sequence")
     if carry0 is None:

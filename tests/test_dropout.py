@@ -14,9 +14,11 @@ import pytest
 from _util import assert_trees_close
 
 import lstm_jax as lj
-from lstm_jax import registry
+from lstm_jax import registry, train
+from lstm_jax.config import ConfigError, config_from_dict
 from lstm_jax.dropout import Dropout
 from lstm_jax.gradcheck import FD_TOL, MANUAL_TOL, finite_difference_error, finite_differences, relative_error
+from lstm_jax.tasks import make_task
 
 B, T, M, D = 4, 6, 3, 5
 KEY = jax.random.key(7)
@@ -217,3 +219,95 @@ def test_a_plain_step_function_takes_input_dropout_but_not_recurrent_dropout():
     lj.unroll(step, None, xs, h0, dropout=Dropout(input=0.5), key=KEY, training=True)
     with pytest.raises(ValueError, match=r"^dropout: recurrent dropout and zoneout need a built-in cell"):
         lj.unroll(step, None, xs, h0, dropout=Dropout(zoneout_h=0.5), key=KEY, training=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Through the config and the trainer.
+
+
+REGULARISED = {"dropout": 0.2, "input_dropout": 0.1, "recurrent_dropout": 0.2, "zoneout_h": 0.1, "zoneout_c": 0.1}
+
+
+def _config(**model):
+    return config_from_dict(
+        {
+            "task": {"name": "adding", "params": {"T": 8}},
+            "model": {"cell": "lstm", "hidden_size": 8, "num_layers": 2, **model},
+            "train": {"steps": 4, "batch_size": 4},
+        }
+    )
+
+
+def test_config_keys_reach_the_model_spec():
+    config = _config(**REGULARISED)
+    spec = train.model_spec(config, make_task("adding", T=8))
+    assert spec.dropout == Dropout(between_layers=0.2, input=0.1, recurrent=0.2, zoneout_h=0.1, zoneout_c=0.1)
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ({"dropout": 1.0}, r"model.dropout: must be < 1, got 1.0"),
+        ({"recurrent_dropout": -0.1}, r"model.recurrent_dropout: must be >= 0, got -0.1"),
+        (
+            {"dropout": 0.3, "num_layers": 1},
+            r"model.dropout: acts between stacked layers: expected 0 with model.num_layers = 1",
+        ),
+        ({"cell": "gru", "zoneout_c": 0.1}, r"model.zoneout_c"),
+        ({"cell": "rnn", "zoneout_c": 0.1}, r"model.zoneout_c"),
+        (
+            {"zoneout_h": 0.1, "impl": "pallas_interpret"},
+            r"model.impl: expected 'auto', 'fast' or 'scan' with recurrent",
+        ),
+    ],
+)
+def test_config_rejects_bad_dropout_keys_by_name(model, message):
+    with pytest.raises(ConfigError, match=message):
+        _config(**model)
+
+
+def test_manual_gradients_refuse_dropout():
+    config = config_from_dict(
+        {
+            "task": {"name": "adding", "params": {"T": 8}},
+            "model": {"cell": "gru", "hidden_size": 8, "input_dropout": 0.1},
+            "train": {"gradients": "manual"},
+        }
+    )
+    with pytest.raises(ValueError, match=r"^train.gradients: expected 'autodiff' with dropout or zoneout"):
+        train.check_trainable(config)
+
+
+@pytest.fixture
+def _standard_promotion():
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes Python floats and int32 counts
+        yield
+
+
+@pytest.mark.usefixtures("_standard_promotion")
+@pytest.mark.parametrize("name", registry.CELLS)
+def test_a_train_step_is_deterministic_per_step_and_evaluation_has_no_dropout(name):
+    rates = dict(REGULARISED) if name == "lstm" else {k: v for k, v in REGULARISED.items() if k != "zoneout_c"}
+    config, plain = _config(cell=name, **rates), _config(cell=name)
+    task = make_task("adding", T=8)
+    optimizer = train.make_optimizer(config.optim, 4)
+    init_key, batch_key, _ = train.run_keys(0)
+    state = train.init_state(config, task, optimizer, init_key)
+    batch = task.make_batch(batch_key, 4)
+    spec = train.model_spec(config, task)
+    step = train.make_train_step(spec, task, optimizer, dropout_key=train.dropout_key(0))
+    once, twice = step(state, batch), step(state, batch)
+    assert_trees_close(once, twice, rtol=0)  # the same step number: the same masks
+    unregularised = train.make_train_step(train.model_spec(plain, task), task, optimizer)(state, batch)
+    assert not np.allclose(once[1]["loss"], unregularised[1]["loss"])  # training draws masks
+    later = step(state._replace(step=state.step + 1), batch)  # another step number: other masks
+    assert not np.allclose(once[1]["loss"], later[1]["loss"])
+    zoneless = train.model_spec(_config(cell=name, dropout=0.2, input_dropout=0.1, recurrent_dropout=0.2), task)
+    evaluate = train.make_eval_step(zoneless, task)
+    assert_trees_close(
+        evaluate(state.params, batch),
+        train.make_eval_step(train.model_spec(plain, task), task)(state.params, batch),
+        rtol=0,
+    )
+    with pytest.raises(ValueError, match=r"key: expected a PRNG key"):  # dropout needs its key
+        train.make_train_step(spec, task, optimizer)(state, batch)

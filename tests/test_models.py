@@ -12,6 +12,7 @@ from _util import assert_trees_close
 
 from lstm_jax.cells import dense
 from lstm_jax.config import MODEL_KEY_USERS, ModelConfig
+from lstm_jax.dropout import Dropout
 from lstm_jax.models import CELL_OPTIONS, ModelSpec, apply_model, get_cell, init_model
 from lstm_jax.registry import CELLS
 from lstm_jax.unroll import Bidirectional, unroll_layers
@@ -108,6 +109,7 @@ def test_model_key_users_agree_with_the_model(key):
         "proj_size": 3,
         "peepholes": True,
         "layer_norm": True,
+        "zoneout_c": 0.3,  # at evaluation: c_t = 0.3 c_{t-1} + 0.7 c̃_t
         "input_features": 3,
     }
     assert set(other) == set(MODEL_KEY_USERS)
@@ -115,7 +117,9 @@ def test_model_key_users_agree_with_the_model(key):
 
     def logits(**settings):
         m = {**defaults, **settings}
-        spec = ModelSpec(cell=m["cell"], **{name: m[name] for name in CELL_OPTIONS})
+        spec = ModelSpec(
+            cell=m["cell"], **{name: m[name] for name in CELL_OPTIONS}, dropout=Dropout(zoneout_c=m["zoneout_c"])
+        )
         layer = dict(input_layer=m["input_layer"], input_features=m["input_features"], forget_bias=m["forget_bias"])
         return np.asarray(apply_model(spec, _nudged(init_model(key, spec, M, D, N, **layer)), xs))
 
