@@ -51,11 +51,11 @@ def _gradcheck(args: argparse.Namespace) -> int:
 
     rows = gradcheck.run(args.seed)
     print("Gradient check (float64): max relative error, random problem with ragged lengths and non-zero initial state")
-    print(f"{'model':<6} {'manual vs autodiff':>20} {'autodiff vs FD':>16} {'manual vs FD':>14}  status")
+    print(f"{'model':<9} {'manual vs autodiff':>20} {'autodiff vs FD':>16} {'manual vs FD':>14}  status")
     for row in rows:
         status = "ok" if row.ok else "FAIL"
         print(
-            f"{row.model:<6} {row.manual_vs_autodiff:>20.2e} {row.autodiff_vs_fd:>16.2e} {row.manual_vs_fd:>14.2e}  {status}"
+            f"{row.model:<9} {row.manual_vs_autodiff:>20.2e} {row.autodiff_vs_fd:>16.2e} {row.manual_vs_fd:>14.2e}  {status}"
         )
     print(
         f"tolerances: manual vs autodiff <= {gradcheck.MANUAL_TOL:.0e}; vs finite differences <= {gradcheck.FD_TOL:.0e}"

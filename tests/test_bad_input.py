@@ -648,9 +648,6 @@ def test_traced_lengths_above_T_in_bptt_act_as_T():
 # ---- found while adding the GRU (a library fix pending) ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="check_params: the first fields message names only (w_ih, w_hh, b), not the GRU's b_hn"
-)
 def test_a_plain_tuple_into_the_gru_names_all_four_fields():
     with pytest.raises(ValueError) as error:
         traced("gru_step", params=tuple(GP))

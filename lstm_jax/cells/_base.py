@@ -208,8 +208,9 @@ def check_params(cell: Cell, params) -> tuple[int, int]:
     """Validate a cell's parameters and return ``(D, M)``: hidden and input sizes."""
     fields = ("w_ih", "w_hh", "b")
     if not all(hasattr(params, name) for name in fields):
+        every = ", ".join((*fields, *(cell.extra_shapes(1) if cell.extra_shapes else {})))  # the names only
         raise ValueError(
-            f"{cell.name} params: expected a NamedTuple with fields (w_ih, w_hh, b), got {type(params).__name__}"
+            f"{cell.name} params: expected a NamedTuple with fields ({every}), got {type(params).__name__}"
         )
     for name in fields:
         _checks.check_floating(f"params.{name}", getattr(params, name))
