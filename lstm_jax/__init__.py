@@ -33,6 +33,7 @@ from lstm_jax.cells import (
     rnn_cell,
     rnn_step,
 )
+from lstm_jax.dropout import Dropout
 from lstm_jax.init import init_dense, init_gru, init_layers, init_lstm, init_rnn, initializer
 from lstm_jax.losses import sequence_loss, step_loss, time_weights
 from lstm_jax.unroll import Bidirectional, unroll, unroll_layers, valid_steps
@@ -72,6 +73,7 @@ __all__ = [
     "Cell",
     "Config",
     "DenseParams",
+    "Dropout",
     "GRUParams",
     "LSTMParams",
     "LSTMState",
