@@ -34,3 +34,10 @@ def test_gradient_flow_table_is_generated():
     module = _script("gradient_flow")
     summaries = json.loads((ROOT / "experiments" / "results" / "gradient_flow.json").read_text())["results"]
     assert module.markdown_table(summaries) in README
+
+
+def test_mnist1d_table_is_generated():
+    module = _script("mnist1d")
+    results = module.read_results()
+    assert module.table(results) in README
+    assert len(results["rows"]) == 36 and {r["seed"] for r in results["rows"]} == {0, 1, 2}

@@ -108,5 +108,6 @@ def _factory(name: str):
 
 def _load_all() -> None:
     """Import the task modules so that their ``@register`` decorators run."""
+    import lstm_jax.tasks.mnist1d  # noqa: F401
     import lstm_jax.tasks.real  # noqa: F401
     from lstm_jax.tasks import synthetic  # noqa: F401

@@ -362,13 +362,13 @@ def _window_batch(key: Array, series: Array, B: int, T: int, horizon: int) -> Ba
     return Batch(series[steps][..., None], series[steps + horizon][..., None], jnp.ones((B, T), bool))
 
 
-@functools.partial(jax.jit, static_argnums=(3,))
-def _example_batch(key: Array, inputs: Array, labels: Array, B: int) -> Batch:
-    """``B`` examples drawn uniformly (with replacement); targets one-hot."""
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _example_batch(key: Array, inputs: Array, labels: Array, B: int, classes: int) -> Batch:
+    """``B`` examples drawn uniformly (with replacement); targets one-hot over ``classes``."""
     rows = jax.random.randint(key, (B,), 0, labels.shape[0])
     return Batch(
         inputs[rows],
-        jax.nn.one_hot(labels[rows], DIGITS_CLASSES, dtype=jnp.float32),
+        jax.nn.one_hot(labels[rows], classes, dtype=jnp.float32),
         jnp.ones((B, inputs.shape[1]), bool),
     )
 
@@ -403,11 +403,11 @@ def _all_windows(x: np.ndarray, T: int, horizon: int) -> Batch:
     )
 
 
-def _all_examples(inputs: np.ndarray, labels: np.ndarray) -> Batch:
-    """Every example of a split, each once, in file order; targets one-hot."""
+def _all_examples(inputs: np.ndarray, labels: np.ndarray, classes: int) -> Batch:
+    """Every example of a split, each once, in file order; targets one-hot over ``classes``."""
     return Batch(
         jnp.asarray(inputs),
-        jax.nn.one_hot(jnp.asarray(labels), DIGITS_CLASSES, dtype=jnp.float32),
+        jax.nn.one_hot(jnp.asarray(labels), classes, dtype=jnp.float32),
         jnp.ones(inputs.shape[:2], bool),
     )
 
@@ -567,7 +567,7 @@ def digits(order: str = "rows", split: str = "train") -> Task:
     inputs, targets = jnp.asarray(images), jnp.asarray(labels)
 
     def make_batch(key: Array, batch_size: int) -> Batch:
-        return _example_batch(key, inputs, targets, check_batch_size(batch_size))
+        return _example_batch(key, inputs, targets, check_batch_size(batch_size), DIGITS_CLASSES)
 
     def metric(logits: Array, batch: Batch) -> Array:
         check_logits(logits, batch, "(B, 10): the last step's class logits")
@@ -590,7 +590,7 @@ def digits(order: str = "rows", split: str = "train") -> Task:
         metric=metric,
         solved=solved,
         solved_rule=f"accuracy >= 0.95 on the {split} split",
-        eval_batch=_all_examples(images, labels),
+        eval_batch=_all_examples(images, labels, DIGITS_CLASSES),
     )
 
 
