@@ -44,7 +44,23 @@ import jax.numpy as jnp
 
 from lstm_jax import _checks, fast
 from lstm_jax import dropout as _dropout
-from lstm_jax.cells import LSTM_CELL, Cell, check_carry, check_input, check_params, extras
+from lstm_jax._sharding import check_replicated, sharded_as_batch, varying_as
+from lstm_jax._unroll_options import (  # noqa: F401  (re-exported: the options are part of the unroll's API)
+    DEFAULT_UNROLL,
+    FAST_IMPLS,
+    IMPLS,
+    NAMED_FAST_IMPLS,
+    NO_NOISE,
+    PALLAS_IMPLS,
+    REMATS,
+    Noise,
+    Options,
+    check_noise,
+    check_options,
+    resolve_compute_dtype,
+    runs_fast,
+)
+from lstm_jax.cells import Cell, check_carry, check_input, check_params, extras
 
 Array = jax.Array
 
@@ -167,18 +183,6 @@ def check_layer_input(cell: Cell, params, xs: Array, meaning: str) -> None:
         _checks.check_ndim("inputs", xs, 2, meaning)
 
 
-IMPLS = ("auto", "fast", "scan", "pallas", "pallas_interpret")
-#: The implementations that run the fast path's recurrence (its ``custom_vjp``); of those, the ones that
-#: ask for it by name (``"auto"`` falls back to the plain scan where it does not apply), and those whose
-#: two time loops are the Pallas kernels of :mod:`lstm_jax.pallas_lstm` (the LSTM only).
-FAST_IMPLS = ("auto", "fast", "pallas", "pallas_interpret")
-NAMED_FAST_IMPLS = tuple(impl for impl in FAST_IMPLS if impl != "auto")
-PALLAS_IMPLS = ("pallas", "pallas_interpret")
-#: ``remat`` values besides a positive chunk length.
-REMATS = (None, "step", "sqrt")
-#: ``lax.scan`` unroll factor per backend when ``unroll=None``, measured with
-#: ``experiments/bench.py`` (see ``docs/benchmarks.md``); other backends get 1.
-DEFAULT_UNROLL = {"cpu": 1, "gpu": 8}
 #: On the fast path, sequences of at least twice this many steps are projected and scanned in chunks of
 #: about this length (an outer ``lax.scan``; the same numbers), so that a chunk's projected inputs
 #: and saved gates stay in cache. Measured on the 2-core CPU at T = 1000: forward 0.6x and
@@ -186,82 +190,9 @@ DEFAULT_UNROLL = {"cpu": 1, "gpu": 8}
 DEFAULT_CHUNK = {"cpu": 128}
 
 
-class Options(NamedTuple):
-    """How a layer is run; :func:`check_options` validates and resolves the public arguments."""
-
-    reverse: bool = False
-    unroll: int | bool = 1
-    impl: str = "auto"
-    remat: str | int | None = None
-    truncate: int | None = None
-    compute_dtype: Any = None
-
-
-def check_options(
-    cell: Cell, *, reverse=False, unroll=None, impl="auto", remat=None, truncate=None, compute_dtype=None
-) -> Options:
-    """Validate ``reverse``, ``impl``, ``remat``, ``truncate``, ``compute_dtype``, ``unroll``; resolve
-    ``unroll=None`` for the backend."""
-    reverse = _checks.check_bool("reverse", reverse)
-    _checks.check_choice("impl", impl, IMPLS)
-    if impl in NAMED_FAST_IMPLS and cell.kernel is None:
-        raise ValueError(
-            f"impl: expected 'auto' or 'scan' for the plain step function {cell.name} (no fast kernel), got {impl!r}"
-        )
-    if impl in PALLAS_IMPLS:
-        _check_pallas(cell, impl)
-    if not (remat in REMATS or (_checks.is_int(remat) and remat >= 1)):
-        raise ValueError(f"remat: expected one of {REMATS} or a chunk length >= 1, got {remat!r}")
-    if remat == "step" and impl in NAMED_FAST_IMPLS:
-        raise ValueError(f"remat: expected None, 'sqrt' or a chunk length with impl={impl!r}, got 'step'")
-    if not (truncate is None or (_checks.is_int(truncate) and truncate >= 1)):
-        raise ValueError(f"truncate: expected None or a chunk length >= 1, got {truncate!r}")
-    if truncate is not None and remat not in (None, truncate):
-        raise ValueError(f"remat: expected None or the chunk length {truncate} of truncate, got {remat!r}")
-    if compute_dtype is not None:
-        compute_dtype = _check_compute_dtype(cell, compute_dtype, impl, remat)
-    if not (unroll is None or isinstance(unroll, bool) or (_checks.is_int(unroll) and unroll >= 1)):
-        raise ValueError(f"unroll: expected None, a bool or an int >= 1, got {unroll!r}")
-    if unroll is None:
-        unroll = DEFAULT_UNROLL.get(jax.default_backend(), 1)
-    return Options(reverse, unroll, impl, remat, truncate, compute_dtype)
-
-
-def _check_pallas(cell: Cell, impl: str) -> None:
-    if cell != LSTM_CELL:
-        raise ValueError(
-            f"impl: expected 'auto', 'fast' or 'scan' for {cell.name} (Pallas kernels: LSTM only), got {impl!r}"
-        )
-    if impl == "pallas" and jax.default_backend() != "gpu":
-        raise ValueError(
-            f"impl: 'pallas' compiles for a GPU, but the backend is {jax.default_backend()!r}; "
-            "expected 'auto', 'fast', 'scan' or 'pallas_interpret' (the same kernels in Pallas's interpreter, slow)"
-        )
-
-
-def _check_compute_dtype(cell: Cell, compute_dtype, impl: str, remat) -> jnp.dtype:
-    try:
-        dtype = jnp.dtype(compute_dtype)
-    except TypeError:
-        dtype = None
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"compute_dtype: expected None or a floating dtype such as 'bfloat16', got {compute_dtype!r}")
-    if not _runs_fast(cell, impl, remat):
-        raise ValueError(
-            "compute_dtype: expected None unless the fast path runs (a built-in cell, impl not 'scan', "
-            f"remat not 'step'), got {compute_dtype!r} with impl={impl!r}, remat={remat!r}, cell {cell.name}"
-        )
-    return dtype
-
-
-def _runs_fast(cell: Cell, impl: str, remat) -> bool:
-    """Whether the fast path runs: a cell with a kernel, ``impl`` not ``"scan"``, ``remat`` not ``"step"``."""
-    return impl in FAST_IMPLS and remat != "step" and cell.kernel is not None
-
-
 def _scan(cell: Cell, params, zs: Array, carry0, valid, options: Options, masks=None):
     """The recurrence over projected inputs (:func:`_project`) by the chosen implementation: ``(final carry, hs)``."""
-    if _runs_fast(cell, options.impl, options.remat):
+    if runs_fast(cell, options.impl, options.remat):
         args = (cell.kernel, options.reverse, _loops(options), options.compute_dtype)
         return fast.recurrence(*args, params.w_hh, params.b, extras(params), zs, carry0, valid, masks)
     if options.remat == "step":
@@ -282,7 +213,7 @@ def _loops(options: Options):
 def _project(cell: Cell, params, xs: Array, options: Options) -> Array:
     """The cell's input projection; on the fast path without the bias (the recurrence adds it in its
     steps) and, with a ``compute_dtype``, with operands in that dtype."""
-    if _runs_fast(cell, options.impl, options.remat):
+    if runs_fast(cell, options.impl, options.remat):
         return fast.input_projection(params.w_ih, xs, options.compute_dtype)
     return cell.project(params, xs)
 
@@ -357,95 +288,6 @@ def _chunked(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, 
     return carry, hs.reshape(chunks * length, *hs.shape[2:])[:num_steps]
 
 
-def _resolve_compute_dtype(options: Options, param_dtype) -> Options:
-    """Reject a ``compute_dtype`` wider than the parameters; drop one equal to theirs (nothing to cast)."""
-    if options.compute_dtype.itemsize > jnp.dtype(param_dtype).itemsize:
-        raise ValueError(
-            f"compute_dtype: expected a dtype no wider than the parameters' {param_dtype}, got {options.compute_dtype}"
-        )
-    return options._replace(compute_dtype=None) if options.compute_dtype == param_dtype else options
-
-
-def _check_replicated(params) -> None:
-    """Parameters sharded over an explicit mesh are not supported (the batch may be): a ValueError."""
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        if isinstance(leaf, jax.Array) and any(_checks.mesh_axes(leaf)):
-            raise ValueError(
-                f"params{jax.tree_util.keystr(path)}: expected parameters replicated over the mesh (shard the "
-                f"batch only), got them sharded over {_checks.mesh_axes(leaf)}"
-            )
-
-
-def _sharded_as_batch(carry, xs_tm: Array):
-    """Under an explicit mesh, each carry leaf ``(*batch, ...)`` sharded on its batch axes as ``xs_tm`` is.
-
-    Zeros built here are not sharded, and a carry given sharded otherwise follows the inputs; a plain
-    step function's leaves without the batch axes are left as they are.
-    """
-    batch_shape = xs_tm.shape[1:-1]
-    batch_axes = _checks.mesh_axes(xs_tm)[1:-1]  # (T, *batch, M): the batch axes' entries
-
-    def shard(leaf):
-        if not isinstance(leaf, jax.Array) or leaf.shape[: len(batch_shape)] != batch_shape:
-            return leaf
-        want = batch_axes + (None,) * (leaf.ndim - len(batch_shape))
-        return (
-            leaf if _checks.mesh_axes(leaf) == want else jax.sharding.reshard(leaf, jax.sharding.PartitionSpec(*want))
-        )
-
-    return jax.tree.map(shard, carry)
-
-
-def _varying_as(tree, xs_tm: Array):
-    """Inside ``jax.shard_map``, ``tree`` varying over the manual mesh axes that ``xs_tm`` varies over.
-
-    Applied to the parameters, this makes autodiff (not the fast path's ``custom_vjp``) sum their
-    gradients over those axes, as for any parameter shared by the devices.
-    """
-    axes = jax.typeof(xs_tm).manual_axis_type.varying
-
-    def vary(leaf):
-        missing = tuple(sorted(axes - jax.typeof(leaf).manual_axis_type.varying))
-        return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
-
-    return jax.tree.map(vary, tree)
-
-
-class Noise(NamedTuple):
-    """Dropout settings of one call: the rates, the key of this layer (and direction), training or evaluation."""
-
-    dropout: _dropout.Dropout = _dropout.Dropout()
-    key: Any = None
-    training: bool = False
-
-    def fold(self, data: int) -> Noise:
-        """The noise of a sub-part (a layer, a direction): the key folded with ``data``."""
-        return self if self.key is None else self._replace(key=jax.random.fold_in(self.key, data))
-
-
-#: No dropout (the default of the internal layer functions).
-NO_NOISE = Noise()
-
-
-def check_noise(cell: Cell, rates, key, training, options: Options) -> Noise:
-    """The checked :class:`Noise` of a call; recurrent dropout and zoneout need a cell with a kernel and
-    loops that take masks (not Pallas)."""
-    rates = _dropout.check_dropout(rates)
-    noise = Noise(rates, key, _dropout.check_mode(rates, key, training))
-    if not (rates.recurrent or rates.zoneout_h or rates.zoneout_c):
-        return noise
-    if cell.kernel is None:
-        raise ValueError(
-            f"dropout: recurrent dropout and zoneout need a built-in cell (rnn_cell(), lstm_cell(), gru_cell()), "
-            f"got the plain step function {cell.name}"
-        )
-    if options.impl in PALLAS_IMPLS:
-        raise ValueError(
-            f"impl: expected 'auto', 'fast' or 'scan' with recurrent dropout or zoneout, got {options.impl!r}"
-        )
-    return noise
-
-
 def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, noise: Noise = NO_NOISE):
     """One layer on checked, time-major inputs: default and check the carry, draw the dropout masks, project, scan."""
     batch_shape = xs_tm.shape[1:-1]
@@ -455,10 +297,10 @@ def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, no
         carry0 = cell.zeros(params, batch_shape)
     if cell.gates:
         check_carry(cell, params, carry0, batch_shape)
-    _check_replicated(params)  # on a mesh, every path must type the same: carry and parameters placed as the inputs
-    carry0, params = _varying_as((_sharded_as_batch(carry0, xs_tm), params), xs_tm)
+    check_replicated(params)  # on a mesh, every path must type the same: carry and parameters placed as the inputs
+    carry0, params = varying_as((sharded_as_batch(carry0, xs_tm), params), xs_tm)
     if options.compute_dtype is not None:  # set only for a built-in cell (check_options)
-        options = _resolve_compute_dtype(options, params.w_hh.dtype)
+        options = resolve_compute_dtype(options, params.w_hh.dtype)
     masks = None
     if noise.dropout.active:  # drawn once, outside the scan
         shapes = jax.eval_shape(lambda: carry0)
@@ -467,7 +309,7 @@ def _layer(cell: Cell, params, xs_tm: Array, carry0, valid, options: Options, no
         if masks.recurrent is None and masks.zoneout is None:
             masks = None
     length = _chunk_length(options, xs_tm.shape[0])
-    if length is None and _runs_fast(cell, options.impl, options.remat):  # remat is None or "step" here
+    if length is None and runs_fast(cell, options.impl, options.remat):  # remat is None or "step" here
         length = _cache_chunk(xs_tm.shape[0])
     if length is not None:
         return _chunked(cell, params, xs_tm, carry0, valid, options, length, masks)

@@ -311,3 +311,14 @@ def test_a_train_step_is_deterministic_per_step_and_evaluation_has_no_dropout(na
     )
     with pytest.raises(ValueError, match=r"key: expected a PRNG key"):  # dropout needs its key
         train.make_train_step(spec, task, optimizer)(state, batch)
+
+
+def test_the_dropout_cost_benchmark_runs_and_its_table_renders_from_the_committed_json(capsys):
+    from _util import load_experiment
+
+    cost = load_experiment("dropout_cost")
+    rows = cost.measure(cells=("gru",), B=2, T=3, M=2, D=3, rounds=1)
+    assert [r["setting"] for r in rows] == list(cost.SETTINGS) and rows[0]["ratio_to_none"] == 1.0
+    cost.main(["--table"])
+    out = capsys.readouterr().out
+    assert out.startswith("| cell | regulariser |") and out.count("\n") == 2 + 2 * len(cost.SETTINGS)

@@ -1,7 +1,7 @@
 """The install: what is required, what is an extra, and what a missing extra says.
 
 The library and the trainer need jax, optax, flax, numpy, PyYAML, rich and matplotlib; the data
-of the sunspots and digits tasks comes with statsmodels and scikit-learn, the ``data`` extra;
+of the sunspots, digits and mnist1d tasks comes with statsmodels, scikit-learn and mnist1d, the ``data`` extra;
 TensorBoard files with tensorboardX, the ``tensorboard`` extra; the ``test`` extra brings both,
 so that the test suite runs every task.
 """
@@ -35,7 +35,7 @@ def test_required_dependencies_are_the_library_and_the_trainer(project):
 
 def test_extras_hold_the_data_packages_tensorboard_and_the_test_tools(project):
     extras = project["optional-dependencies"]
-    assert {_name(r) for r in extras["data"]} == {"statsmodels", "scikit-learn"}
+    assert {_name(r) for r in extras["data"]} == {"statsmodels", "scikit-learn", "mnist1d"}
     assert {_name(r) for r in extras["tensorboard"]} == {"tensorboardx"}
     assert {_name(r) for r in extras["test"]} == {"pytest", "pytest-xdist", "lstm_jax"}
     assert "lstm_jax[data,tensorboard]" in extras["test"]  # the suite tests every task and the TensorBoard writer
