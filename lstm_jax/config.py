@@ -55,7 +55,7 @@ KEY_USERS = {
         "decay_steps": ("schedule", ("exponential",)),
     },
     "model": {
-        # lstm_jax.registry: activation (rnn); proj_size, peepholes, layer_norm, forget_bias (lstm)
+        # lstm_jax.registry: activation (rnn); proj_size, peepholes, layer_norm, forget_bias (lstm); update_bias (gru)
         **{key: ("cell", cells) for key, cells in key_users().items()},
         "zoneout_c": ("cell", ("lstm",)),  # zoneout of the LSTM's cell state
         "input_features": ("input_layer", ("dense", "embedding")),
@@ -126,6 +126,7 @@ class ModelConfig:
     bidirectional: bool = False
     activation: str = _field("tanh", choices=ACTIVATIONS)
     forget_bias: float = 1.0
+    update_bias: float = 0.0  # GRU: b_u, the update gate's bias (1: keep 73% of h_{t-1} at the start)
     proj_size: int | None = _field(None, ge=1)  # LSTM: h_t = W_hr (o_t ⊙ tanh c_t) of proj_size units (PyTorch's)
     peepholes: bool = False  # LSTM: c_{t-1} -> i, f and c_t -> o (Gers & Schmidhuber 2000)
     layer_norm: bool = False  # LSTM: layer normalisation of both pre-activations and of c_t (haste's LayerNormLSTM)

@@ -27,7 +27,7 @@ class CellType(NamedTuple):
       init: ``(key, input_size, hidden_size, **init_options, **layout_options, ...) -> params``.
       options: the keyword arguments of ``make`` (model config keys, e.g. the RNN's ``activation``, the
         LSTM's ``proj_size``, ``peepholes``, ``layer_norm``).
-      init_options: the keyword arguments of ``init`` that only this cell reads (the LSTM's ``forget_bias``).
+      init_options: the keyword arguments of ``init`` that only this cell reads (the LSTM's ``forget_bias``, the GRU's ``update_bias``).
       layout_options: the ``options`` that ``init`` reads too, since they change which parameters the cell
         has (the LSTM's options; not the RNN's ``activation``). ``make`` and ``init`` must get the same values.
     """
@@ -58,7 +58,7 @@ CELL_TYPES: dict[str, CellType] = {
         init_options=("forget_bias",),
         layout_options=LSTM_OPTIONS,
     ),
-    "gru": CellType("gru", gru_cell, init_gru),
+    "gru": CellType("gru", gru_cell, init_gru, init_options=("update_bias",)),
 }
 
 #: The cell names, in the order of :data:`CELL_TYPES`.

@@ -130,6 +130,7 @@ def init_state(config, task: Task, optimizer: optax.GradientTransformation, key:
         input_features=m.input_features,
         dtype=DTYPES[m.dtype],
         forget_bias=m.forget_bias,
+        update_bias=m.update_bias,
         recurrent_init=m.recurrent_init,
         recurrent_scale=m.recurrent_scale,
         input_init=m.input_init,

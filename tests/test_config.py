@@ -252,6 +252,11 @@ def test_a_key_the_chosen_optimiser_or_schedule_uses_is_accepted(optim):
             r"uses it\), got 2.0$",
         ),
         (
+            {"cell": "lstm", "update_bias": 1.0},
+            r"model.update_bias: expected the default 0.0 with model.cell 'lstm' \(only model.cell 'gru' "
+            r"uses it\), got 1.0$",
+        ),
+        (
             {"input_features": 64},
             r"model.input_features: expected the default 32 with model.input_layer 'none' \(only "
             r"model.input_layer 'dense' or 'embedding' uses it\), got 64$",
@@ -295,6 +300,7 @@ def test_a_key_the_chosen_cell_or_input_layer_ignores_must_keep_its_default(mode
     [
         {"cell": "rnn", "activation": "relu"},
         {"cell": "lstm", "forget_bias": 2.0},
+        {"cell": "gru", "update_bias": 1.0},
         {"cell": "lstm", "proj_size": 4},
         {"cell": "lstm", "peepholes": True},
         {"cell": "lstm", "layer_norm": True},

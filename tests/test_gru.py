@@ -209,3 +209,12 @@ def test_gru_bptt_equals_autodiff(loss, reduction):
         assert isinstance(manual.cell, GRUParams)
         assert gradcheck.relative_error(manual, auto) <= gradcheck.MANUAL_TOL
         assert float(loss_m) == pytest.approx(float(loss_a), rel=1e-13)
+
+
+def test_update_bias_sets_the_update_gates_block_only():
+    """``init_gru(update_bias=1)`` (the GRU's counterpart of the LSTM's forget bias): b = [0; 1; 0] by gate."""
+    D = 4
+    plain = lj.init_gru(jax.random.key(0), 3, D)
+    biased = lj.init_gru(jax.random.key(0), 3, D, update_bias=1.0)
+    np.testing.assert_array_equal(biased.b.reshape(3, D), np.array([[0.0] * D, [1.0] * D, [0.0] * D]))
+    assert_trees_close(biased._replace(b=plain.b), plain, rtol=0)  # nothing else changes

@@ -106,6 +106,7 @@ def test_model_key_users_agree_with_the_model(key):
     other = {
         "activation": "relu",
         "forget_bias": 3.0,
+        "update_bias": 1.0,
         "proj_size": 3,
         "peepholes": True,
         "layer_norm": True,
@@ -120,7 +121,12 @@ def test_model_key_users_agree_with_the_model(key):
         spec = ModelSpec(
             cell=m["cell"], **{name: m[name] for name in CELL_OPTIONS}, dropout=Dropout(zoneout_c=m["zoneout_c"])
         )
-        layer = dict(input_layer=m["input_layer"], input_features=m["input_features"], forget_bias=m["forget_bias"])
+        layer = dict(
+            input_layer=m["input_layer"],
+            input_features=m["input_features"],
+            forget_bias=m["forget_bias"],
+            update_bias=m["update_bias"],
+        )
         return np.asarray(apply_model(spec, _nudged(init_model(key, spec, M, D, N, **layer)), xs))
 
     for name, value in other.items():
