@@ -180,6 +180,12 @@ def sum_outer(dy: Array, a: Array) -> Array:
     return jnp.einsum("np,nd->pd", dy, a, preferred_element_type=acc).astype(dy.dtype)
 
 
+def sigmoid(x: Array) -> Array:
+    r""":math:`\sigma(x) = \tfrac12 + \tfrac12\tanh(x/2)`, the form :func:`~lstm_jax.cells.lstm_activations` uses
+    (the same values to rounding; on the CPU XLA's logistic costs more than a ``tanh``)."""
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
 def carry_is_hidden(h: Array) -> Array:
     """``Kernel.hidden`` of a cell whose carry is its hidden state (the RNN, the GRU)."""
     return h

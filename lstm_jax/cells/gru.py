@@ -28,6 +28,7 @@ from lstm_jax.cells._base import (
     StepGrads,
     carry_is_hidden,
     cell_from_kernel,
+    sigmoid,
     step,
     sum_rows,
     zeros_like_state,
@@ -59,17 +60,12 @@ class GRUSaved(NamedTuple):
     q: Array  # (*batch, D)      a_n + b_hn
 
 
-def _sigmoid(x: Array) -> Array:
-    """:math:`\\sigma(x) = \\tfrac12 + \\tfrac12 \\tanh(x/2)`, the LSTM's form (XLA's logistic is slower on the CPU)."""
-    return 0.5 * jnp.tanh(0.5 * x) + 0.5
-
-
 def _gru_step(a: Array, extras: tuple, h: Array, z: Array) -> tuple[Array, GRUSaved]:
     r"""One GRU step from :math:`a_t = W_{hh} h_{t-1}` and :math:`z_t = W_{ih} x_t + b` (``extras`` = ``(b_hn,)``)."""
     (b_hn,) = extras
     z_ru, z_n = jnp.split(z, [2 * h.shape[-1]], axis=-1)
     a_ru, a_n = jnp.split(a, [2 * h.shape[-1]], axis=-1)
-    ru = _sigmoid(z_ru + a_ru)
+    ru = sigmoid(z_ru + a_ru)
     r, u = jnp.split(ru, 2, axis=-1)
     q = a_n + b_hn.reshape((1,) * (a_n.ndim - 1) + b_hn.shape)
     n = jnp.tanh(z_n + r * q)

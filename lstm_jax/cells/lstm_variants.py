@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax import _checks
-from lstm_jax.cells._base import Cell, Kernel, StepGrads, add_bias, cell_from_kernel, sum_outer, sum_rows
+from lstm_jax.cells._base import Cell, Kernel, StepGrads, add_bias, cell_from_kernel, sigmoid, sum_outer, sum_rows
 from lstm_jax.cells.lstm import LSTM_CELL, LSTMState
 
 Array = jax.Array
@@ -114,11 +114,6 @@ class VariantStepGrads(NamedTuple):
     dh: Array | None = None  # (*batch, P)  ∂L/∂h_t, for ∂L/∂W_hr = Σ_t dh_t m_tᵀ
     ds: Array | None = None  # (*batch, 4D) ∂L/∂s_t (with layer_norm; else it is dz_t)
     dn: Array | None = None  # (*batch, D)  ∂L/∂n_t (with layer_norm)
-
-
-def sigmoid(x: Array) -> Array:
-    r""":math:`\sigma(x) = \tfrac12 + \tfrac12\tanh(x/2)`, the form :func:`~lstm_jax.cells.lstm_activations` uses."""
-    return 0.5 * jnp.tanh(0.5 * x) + 0.5
 
 
 def normalise(x: Array) -> tuple[Array, Array]:
