@@ -819,6 +819,26 @@ def run_isolated(impls, rounds: int, child_args: list[str], log=print) -> list[d
     return sorted(rows, key=lambda r: (problem_order[_problem_of(r)], impl_order[r["impl"]]))
 
 
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with the rows of every problem in ``new`` replaced by ``new``'s (in place; new problems at the end).
+
+    A problem (:func:`_problem_of`) is a dtype, shape and cell: all its rows come from one run, so the
+    implementations it compares were timed in the same minutes.
+    """
+    fresh: dict[tuple, list[dict]] = {}
+    for row in new:
+        fresh.setdefault(_problem_of(row), []).append(row)
+    merged, done = [], set()
+    for row in old:
+        problem_ = _problem_of(row)
+        if problem_ not in fresh:
+            merged.append(row)
+        elif problem_ not in done:
+            merged += fresh[problem_]
+            done.add(problem_)
+    return merged + [row for problem_, rows in fresh.items() if problem_ not in done for row in rows]
+
+
 def _problem_of(row: dict) -> tuple:
     """The problem a row measured: its dtype, shape and cell (rows from before the GRU have no ``cell``: the LSTM)."""
     return (row["dtype"], *(row[k] for k in Shape._fields), _cell_label(row))
@@ -1170,6 +1190,8 @@ def _child_args(args) -> list[str]:
     ):
         if value is not None:
             child += [flag, str(value)]
+    for shape in getattr(args, "shape", None) or ():
+        child += ["--shape", ",".join(map(str, shape))]
     return child
 
 
@@ -1203,6 +1225,17 @@ def main(argv=None) -> int:
     parser.add_argument("--from", dest="from_json", type=pathlib.Path, help="only render the tables of this JSON")
     parser.add_argument(
         "--docs", type=pathlib.Path, help=f"also refresh the generated block in this file ({_relative(DOCS)})"
+    )
+    parser.add_argument(
+        "--shape",
+        type=_shape_arg,
+        action="append",
+        help="B,T,M,D[,layers]: time this shape instead of a --shapes set (repeatable)",
+    )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep OUT's rows and replace only those of the problems timed now (a rerun of some shapes)",
     )
     parser.add_argument("--memory", action="store_true", help="probe compiled memory of the training step instead")
     parser.add_argument(
@@ -1247,9 +1280,10 @@ def main(argv=None) -> int:
             rows += memory_probe(args.memory_shape, dtype, device, impls, log)
         out = args.out or RESULTS / f"bench_memory_{kind}.json"
     else:
-        shapes = SHAPES[args.shapes or kind]
+        shapes = args.shape or SHAPES[args.shapes or kind]
         out = args.out or RESULTS / f"bench_{kind}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
+        old = json.loads(out.read_text()) if args.update and out.exists() else []
         rows = (
             run_isolated(impls, args.isolate, _child_args(args))
             if args.isolate
@@ -1263,10 +1297,11 @@ def main(argv=None) -> int:
                 max_wait=args.max_wait,
                 variants=args.variants.split(",") if args.variants else None,
                 budget_s=args.budget_s,
-                save=lambda rows: write_atomic(out, json.dumps(rows, indent=1) + "\n"),
+                save=lambda rows: write_atomic(out, json.dumps(merge_rows(old, rows), indent=1) + "\n"),
                 cells=cells,
             )
         )
+        rows = merge_rows(old, rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(rows, indent=1) + "\n")
     print(f"wrote {_relative(out)} ({len(rows)} rows)")

@@ -394,3 +394,24 @@ def test_device_name_says_how_many_cores_are_usable(monkeypatch):
     assert bench.device_name(CPU) == "Test CPU (2 cores)"
     monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {0}, raising=False)  # taskset -c 0
     assert bench.device_name(CPU) == "Test CPU (2 cores, pinned to 1)"
+
+
+def test_update_reruns_some_shapes_and_keeps_the_other_rows(tmp_path):
+    """``--shape`` times given shapes; ``--update`` replaces only their problems' rows in OUT, in place."""
+    out = tmp_path / "b.json"
+    common = ["--impls", "gemm_floor", "--cells", "gru", "--repeats", "1", "--quiet", "1", "--out", str(out)]
+    assert bench.main(["--shapes", "quick"] + common) == 0
+    before = json.loads(out.read_text())
+    assert bench.main(["--shape", "3,7,5,4", "--update"] + common) == 0
+    after = json.loads(out.read_text())
+    assert [(r["B"], r["T"], r["cell"]) for r in after] == [(r["B"], r["T"], r["cell"]) for r in before]
+    assert after[1] == before[1] and after[0] != before[0]  # the (3, 7, 5, 4) row is the new one
+    assert bench.main(["--shape", "2,5,3,4,1"] + common) == 0  # without --update: only the new shape
+    assert [(r["B"], r["T"], r["layers"]) for r in json.loads(out.read_text())] == [(2, 5, 1)]
+
+
+def test_merge_rows_replaces_whole_problems():
+    old = [_row("lstm_jax", 1, 1), _row("torch", 2, 2), {**_row("torch", 3, 3), "cell": "gru"}]
+    new = [_row("lstm_jax", 5, 5), {**_row("flax", 6, 6), "B": 99}]
+    assert bench.merge_rows(old, new) == [new[0], old[2], new[1]]  # torch's old lstm row goes with its problem
+    assert bench.merge_rows([], new) == new and bench.merge_rows(old, []) == old
