@@ -37,7 +37,12 @@ def test_gradient_flow_table_is_generated():
 
 
 def test_mnist1d_table_is_generated():
-    module = _script("mnist1d")
+    module = _script("mnist1d_experiment")
     results = module.read_results()
     assert module.table(results) in README
     assert len(results["rows"]) == 36 and {r["seed"] for r in results["rows"]} == {0, 1, 2}
+
+
+def test_regularisers_table_is_generated():
+    module = _script("regularisers")
+    assert module.table(module.read_results()) in README

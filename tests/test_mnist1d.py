@@ -190,7 +190,7 @@ def test_two_training_steps_on_the_shuffled_task(data, tmp_path):
 
 
 def test_figure_draws_the_committed_results(tmp_path):
-    module = load_experiment("mnist1d")
+    module = load_experiment("mnist1d_experiment")
     results = module.read_results()
     assert len(results["rows"]) == 36 and results["published"]["GRU"] == [91, 57]
     fig = module.make_figure(results)

@@ -2,9 +2,9 @@
 
 Usage (from the repository root)::
 
-    python experiments/mnist1d.py           # 36 runs (6 models x 3 seeds x time axis in order / shuffled)
-    python experiments/mnist1d.py --table   # the Markdown table, from experiments/results/mnist1d.json
-    python experiments/mnist1d.py --plot    # the figure, experiments/results/mnist1d.png, from the same file
+    python experiments/mnist1d_experiment.py           # 36 runs (6 models x 3 seeds x time axis in order / shuffled)
+    python experiments/mnist1d_experiment.py --table   # the Markdown table, from experiments/results/mnist1d.json
+    python experiments/mnist1d_experiment.py --plot    # the figure, experiments/results/mnist1d.png, from the same file
 
 Each run is ``lstm_jax.train.fit`` of ``configs/mnist1d_{lstm,gru,rnn}.yaml`` with ``seed`` and
 ``task.params.shuffle_time`` overridden (and, for the paper-sized GRU, the model's size), into
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# This script's name is the data package's: run as `python experiments/mnist1d.py`, its folder comes
-# first on sys.path and `import mnist1d` (in lstm_jax.tasks.mnist1d) would find this file.
-if sys.path and pathlib.Path(sys.path[0] or ".").resolve() == ROOT / "experiments":
-    del sys.path[0]
 RESULTS = ROOT / "experiments" / "results"
 
 #: The models, in table order: name -> (config, its overrides, label). "gru_2x6" is the paper's
