@@ -41,23 +41,30 @@ own into the tuple :func:`~lstm_jax.init.init_layers` builds (an ``nn.Bidirectio
 ``nn.RNN`` under ``forward_rnn`` and ``backward_rnn``, each with its ``cell``)::
 
     class Encoder(nn.Module):  # flax: two bidirectional LSTM layers
-        @nn.compact
+        def setup(self):
+            rnn = lambda: nn.RNN(nn.OptimizedLSTMCell(D))
+            self.layers = [nn.Bidirectional(rnn(), rnn()) for _ in range(2)]
+
         def __call__(self, xs, seq_lengths):
-            for k in range(2):
-                rnn = lambda: nn.RNN(nn.OptimizedLSTMCell(D))
-                xs = nn.Bidirectional(rnn(), rnn(), name=f"layer{k}")(xs, seq_lengths=seq_lengths)
+            for layer in self.layers:
+                xs = layer(xs, seq_lengths=seq_lengths)
             return xs
 
-    p = variables["params"]
-    layers = stack([(from_flax(p[f"layer{k}"]["forward_rnn"], cell="OptimizedLSTMCell"),
-                     from_flax(p[f"layer{k}"]["backward_rnn"], cell="OptimizedLSTMCell")) for k in range(2)])
-    carries, ys = unroll_layers(lstm_cell(), layers, xs, lengths=seq_lengths)  # ys == Encoder's (valid steps)
+    p = variables["params"]  # {"layers_0": {"forward_rnn": {"cell": {...}}, "backward_rnn": ...}, "layers_1": ...}
+    layers = stack([(from_flax(p[f"layers_{k}"]["forward_rnn"], cell="OptimizedLSTMCell"),
+                     from_flax(p[f"layers_{k}"]["backward_rnn"], cell="OptimizedLSTMCell")) for k in range(2)])
+    carries, ys = unroll_layers(lstm_cell(), layers, xs, lengths=seq_lengths)  # ys == Encoder's at valid steps
 
     # and back: one {"cell": ...} per direction
-    p = {f"layer{k}": {"forward_rnn": to_flax(l.forward, wrap_rnn=True)["params"],
-                       "backward_rnn": to_flax(l.backward, wrap_rnn=True)["params"]} for k, l in enumerate(layers)}
+    p = {f"layers_{k}": {"forward_rnn": to_flax(layer.forward, wrap_rnn=True)["params"],
+                        "backward_rnn": to_flax(layer.backward, wrap_rnn=True)["params"]}
+         for k, layer in enumerate(layers)}
 
-(``stack`` is :func:`lstm_jax.interop._common.stack`; a one-direction layer is ``(params,)``.)
+(``stack`` is :func:`lstm_jax.interop._common.stack`; a one-direction layer is ``(params,)``.) Beware
+flax's naming: cells built inside an ``@nn.compact`` method are adopted by that method's module, so
+their parameters sit there as ``OptimizedLSTMCell_0``, ``OptimizedLSTMCell_1``, ... (in the order
+built: forward then backward, layer by layer) with no ``nn.Bidirectional`` or ``nn.RNN`` level; pass
+each of those dicts to :func:`from_flax` as it is.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -145,8 +153,6 @@ def _classes(api: str) -> dict[type, str]:
 
 def _activation_name(fn) -> str | None:
     """``"tanh"``, ``"sigmoid"`` or ``"relu"`` for those functions (flax's are JAX's), else ``None``."""
-    import jax
-
     known = {jnp.tanh: "tanh", jax.nn.sigmoid: "sigmoid", jax.nn.relu: "relu"}
     try:
         return known.get(fn)
@@ -401,21 +407,20 @@ def from_nnx(module):
     spec = _spec(module, "nnx")
     if isinstance(module, type) or isinstance(module, str):
         raise ValueError(f"module: expected a flax.nnx cell instance, got {module!r}")
-    tensors = _flatten(nnx.state(module, nnx.Param).to_pure_dict())
+    tensors = _flatten(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
     return _read(spec, tensors, f"the flax.nnx {spec.name}'s parameters")
 
 
-def to_nnx(params, module=None, *, rngs=None):
+def to_nnx(params, module=None):
     r"""A ``flax.nnx`` cell holding our ``params`` (bit-exact; :func:`from_nnx` gives them back).
 
     Args:
       params: one cell's parameters, as in :func:`to_flax`.
       module: ``None`` (the :data:`DEFAULT_CELL` of the parameters' kind), a class name, a ``flax.nnx``
-        cell class (a new cell of the parameters' sizes and dtype is built), or a cell instance: a copy
-        of it is returned with our parameters, the given module is left as it was (use
-        ``nnx.update(module, nnx.state(new))`` to write in place). Its sizes and parameter dtype must
-        be those of ``params``.
-      rngs: ``nnx.Rngs`` for a new cell's construction (its values are overwritten); default ``nnx.Rngs(0)``.
+        cell class (a new cell of the parameters' sizes and dtype is built, its initialisers not run:
+        every parameter is ours), or a cell instance: a copy of it is returned with our parameters, the
+        given module is left as it was (``nnx.update(module, nnx.state(new, nnx.Param))`` writes them in
+        place). Its sizes and parameter dtype must be those of ``params``.
 
     Returns:
       The nnx cell. Raises ``ValueError`` for a GRU with a non-zero ``b_hn`` (nnx's ``GRUCell`` has none).
@@ -427,7 +432,7 @@ def to_nnx(params, module=None, *, rngs=None):
     D, M = params.w_hh.shape[1], params.w_ih.shape[1]
     if module is None or isinstance(module, (str, type)):
         cls = {name: c for c, name in _classes("nnx").items()}[spec.name]
-        new = cls(M, D, param_dtype=params.w_ih.dtype, rngs=nnx.Rngs(0) if rngs is None else rngs)
+        new = nnx.eval_shape(lambda: cls(M, D, param_dtype=params.w_ih.dtype, rngs=nnx.Rngs(0)))  # shapes only
     else:
         if (spec.in_features, spec.features) != (M, D):
             raise ValueError(
@@ -436,7 +441,7 @@ def to_nnx(params, module=None, *, rngs=None):
             )
         new = nnx.clone(module)
     state = nnx.state(new, nnx.Param)
-    have = _flatten(state.to_pure_dict())
+    have = _flatten(nnx.to_pure_dict(state))
     flat = _write(spec, params)
     for name, value in flat.items():
         old = have[name]
@@ -445,8 +450,11 @@ def to_nnx(params, module=None, *, rngs=None):
                 f"{name}: expected the module's {old.dtype}{tuple(old.shape)}, got {value.dtype}{tuple(value.shape)} "
                 f"(build the module with param_dtype={value.dtype})"
             )
-    state.replace_by_pure_dict(_unflatten(flat))
+    nnx.replace_by_pure_dict(state, _unflatten(flat))
     nnx.update(new, state)
+    abstract = [leaf for leaf in jax.tree.leaves(nnx.state(new)) if isinstance(leaf, jax.ShapeDtypeStruct)]
+    if abstract:  # a flax version whose cells hold state other than the parameters written above
+        raise ValueError(f"module: expected only parameters in a new flax.nnx {spec.name}, got {len(abstract)} more")
     return new
 
 
@@ -456,10 +464,10 @@ def our_cell(cell) -> _Cell:
     ``cell``: a flax linen or nnx cell instance, class, or class name. ``lstm_cell()`` for an LSTM,
     ``gru_cell()`` for a GRU, ``rnn_cell(activation)`` for a ``SimpleCell`` (its ``activation_fn``).
     """
-    try:
-        spec = _spec(cell, "linen")
-    except ValueError:
-        spec = _spec(cell, "nnx")
+    import flax.linen as nn
+
+    linen = isinstance(cell, (str, nn.Module)) or (isinstance(cell, type) and issubclass(cell, nn.Module))
+    spec = _spec(cell, "linen" if linen else "nnx")
     return {"lstm": LSTM_CELL, "gru": GRU_CELL}.get(spec.kind) or rnn_cell(spec.activation)
 
 
