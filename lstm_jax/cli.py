@@ -101,6 +101,30 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``lstm-jax export --to`` choices (:data:`lstm_jax.export.FORMATS`, named here so that parsing imports nothing).
+EXPORT_FORMATS = ("torch", "safetensors", "keras")
+
+
+def _file(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a file path, got {text!r}")
+    return text
+
+
+def _export(args: argparse.Namespace) -> int:
+    from lstm_jax import export
+
+    done = export.export_run(args.run_dir, args.to, args.out)
+    d = done.description
+    model = ""
+    if "cell" in d:
+        shape = [d["cell"], f"{d['num_layers']} layer(s)", f"hidden {d['hidden_size']}"]
+        shape += ["bidirectional"] * d["bidirectional"] + [f"proj {d['proj_size']}"] * bool(d["proj_size"])
+        model = f" ({', '.join(shape)})"
+    print(f"{args.run_dir}: step {done.step} exported for {args.to}{model}: {', '.join(map(str, done.paths))}")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from lstm_jax.api import catalog
 
@@ -166,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--temperature", type=float, default=0.7, help="softmax temperature > 0 (default 0.7)")
     sp.add_argument("--seed", type=_non_negative_int, default=0)
     sp.set_defaults(run=_sample)
+    ex = commands.add_parser(
+        "export", help="write a run's trained model under PyTorch's names (torch .pt, safetensors) or as a Keras model"
+    )
+    ex.add_argument("run_dir")
+    ex.add_argument("--to", required=True, choices=EXPORT_FORMATS, help="the format: %(choices)s")
+    ex.add_argument(
+        "--out",
+        type=_file,
+        help="the file to write (default RUN_DIR/model.pt, .safetensors or .keras; torch writes its .json beside it)",
+    )
+    ex.set_defaults(run=_export)
     ls = commands.add_parser("list", help="the configs with their purpose, the tasks and their parameters")
     ls.add_argument(
         "--configs", type=_directory, help="a directory of YAML configs (default: the source tree's configs/)"
