@@ -195,3 +195,38 @@ def test_refusals_name_the_problem():
         cudnn.to_cudnn(narrow)
     with pytest.raises(ValueError, match=r"layers: expected a non-empty tuple"):
         cudnn.to_cudnn(())
+
+
+def _on_cuda() -> bool:
+    device = jax.devices()[0]
+    return device.platform == "gpu" and "rocm" not in str(getattr(device.client, "platform_version", "")).lower()
+
+
+@pytest.mark.skipif(not _on_cuda(), reason="the cuDNN kernel of jax.experimental.rnn.lstm needs a CUDA GPU")
+def test_parity_with_the_cudnn_kernel():
+    """Our stack through ``to_cudnn`` into cuDNN itself, in float32 matmuls as jax's own test of the kernel runs it."""
+    num_layers, bidirectional = 2, True
+    x, h0, c0, weights = _data(num_layers, bidirectional)
+    mine = _our_stack(num_layers, bidirectional, 10)
+    lengths = jnp.asarray(LENGTHS)
+
+    def theirs(layers, x, h0, c0):
+        return rnn.lstm(x, h0, c0, cudnn.to_cudnn(layers), lengths, **cudnn.cudnn_sizes(layers), dropout=0.0)
+
+    def ours(layers, x, h0, c0):
+        carry0 = cudnn.carry_from_cudnn(h0, c0, bidirectional=bidirectional)
+        carries, y = lj.unroll_layers(lj.lstm_cell(), layers, x, carry0, lengths=lengths)
+        return (y, *cudnn.carry_to_cudnn(carries))
+
+    def run(fn):
+        def loss(layers, x, h0, c0):
+            out = fn(layers, x, h0, c0)
+            return sum(jnp.sum(o * w) for o, w in zip(out, weights)), out
+
+        grads, out = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(mine, x, h0, c0)
+        return (*out, *grads[1:]), grads[0]
+
+    with jax.default_matmul_precision("float32"):
+        (got, d_mine), (expected, d_theirs) = run(ours), run(theirs)
+    _assert_same(got, expected)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), d_mine, d_theirs)  # as jax does
