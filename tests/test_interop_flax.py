@@ -147,7 +147,7 @@ def test_linen_cell_parity_both_ways(name, options):
     xs, wy, wc = _inputs()
     carry = module.initialize_carry(jax.random.key(0), (B, M))
     variables = _random_init(module.init, jax.random.key(0), carry, xs[:, 0], seed=2)
-    theirs, ours = _linen_run(module), _ours(fc.our_cell(module))
+    theirs, ours = _linen_run(module), _ours(fc.flax_cell(module))
     # flax -> ours
     params = fc.from_flax(variables, cell=module)
     assert params.w_hh.dtype == jnp.float32
@@ -179,7 +179,7 @@ def test_lstm_cells_share_parameters_and_names_suffice():
     _assert_equal(fc.from_flax(plain, cell="OptimizedLSTMCell"), expected)
     _assert_equal(fc.from_flax(plain, cell=nn.OptimizedLSTMCell), expected)
     _assert_equal(fc.to_flax(expected), plain)  # the default cell of LSTM params
-    assert fc.our_cell("GRUCell") is lj.gru_cell() and fc.our_cell(
+    assert fc.flax_cell("GRUCell") is lj.gru_cell() and fc.flax_cell(
         nn.SimpleCell(D, activation_fn=nn.relu)
     ) is lj.rnn_cell("relu")
 
@@ -222,14 +222,14 @@ def test_two_layer_bidirectional_linen_model_equals_unroll_layers(name):
             for k in range(2)
         ]
     )
-    assert layers[1].forward.w_ih.shape == (fc.our_cell(name).gates * D, 2 * D)
+    assert layers[1].forward.w_ih.shape == (fc.flax_cell(name).gates * D, 2 * D)
 
     def flax_run(variables, xs):
         carries, ys = encoder.apply(variables, xs, jnp.asarray(LENGTHS))
         return tuple(Bidirectional(*map(fc.carry_from_flax, c)) for c in carries), ys
 
     theirs = _loss_and_grad(flax_run)
-    cell = fc.our_cell(name)
+    cell = fc.flax_cell(name)
     ours = _loss_and_grad(lambda layers, xs: lj.unroll_layers(cell, layers, xs, lengths=jnp.asarray(LENGTHS)))
     _assert_same_run(ours(layers, xs, wy, wc), theirs(variables, xs, wy, wc))
     # and back: our stack (random, biases too) as the flax model's variables
@@ -279,7 +279,7 @@ def _nnx_cell(name: str, options: dict, seed: int):
 def test_nnx_cell_parity_both_ways(name, options):
     cell = _nnx_cell(name, options, 2)
     xs, wy, wc = _inputs()
-    theirs, ours = _nnx_run(cell), _ours(fc.our_cell(cell))
+    theirs, ours = _nnx_run(cell), _ours(fc.flax_cell(cell))
     # nnx -> ours
     params = fc.from_nnx(cell)
     _assert_same_run(ours(params, xs, wy, wc), theirs(cell, xs, wy, wc))
@@ -434,7 +434,7 @@ def test_from_flax_reads_bfloat16_and_refuses_a_wrong_cell():
 def test_activations_we_cannot_run_are_refused(module, match):
     module = module()
     with pytest.raises(ValueError, match=match):
-        fc.our_cell(module)
+        fc.flax_cell(module)
     with pytest.raises(ValueError, match=match):
         if isinstance(module, nnx.Module):
             fc.from_nnx(module)
@@ -466,5 +466,9 @@ def test_to_flax_and_to_nnx_refuse_what_the_cell_cannot_hold():
         fc.to_nnx(lstm, half)
     with pytest.raises(ValueError, match=r"module: expected a flax.nnx cell instance"):
         fc.from_nnx(nnx.OptimizedLSTMCell)
-    with pytest.raises(ValueError, match=r"cell: expected a flax.nnx cell"):
+    with pytest.raises(
+        ValueError, match=r"module: expected a flax.nnx cell .* got a flax.linen.recurrent.OptimizedLSTMCell$"
+    ):
         fc.from_nnx(nn.OptimizedLSTMCell(D))
+    with pytest.raises(ValueError, match=r"cell: expected a flax.linen cell .* got a flax.nnx.nn.recurrent.GRUCell$"):
+        fc.from_flax({}, cell=_nnx_cell("GRUCell", {}, 0))

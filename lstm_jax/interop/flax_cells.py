@@ -25,7 +25,7 @@ linen ``SimpleCell``               ``i/kernel (M, D)``, ``i/bias (D,)``,        
 nnx ``SimpleCell``                 ``h/kernel (D, D)`` (nnx: ``dense_i``, ``dense_h``)  ``residual=True``)
 =================================  ===================================================  ==========================
 
-The simple cell's ``activation_fn`` (``tanh``, ``sigmoid`` or ``relu``: :func:`our_cell` gives the
+The simple cell's ``activation_fn`` (``tanh``, ``sigmoid`` or ``relu``: :func:`flax_cell` gives the
 :func:`~lstm_jax.cells.rnn_cell` to run) is a cell option, not a parameter; its ``residual=True``
 (:math:`h_t = f(W_i x_t + b + W_h h_{t-1} + h_{t-1})`) is folded into ``w_hh`` as :math:`W_h + I` on
 import and taken out on export (exact to one rounding of the diagonal). The LSTM and GRU must keep
@@ -192,22 +192,22 @@ def _spec_of_module(module, api: str, name: str) -> _Spec:
     return _Spec(api, name, kind, activation, residual, module.hidden_features, module.in_features)
 
 
-def _spec(cell, api: str) -> _Spec:
-    """A spec from a class name, a flax class, or a flax module of ``api`` (defaults for a name or class)."""
+def _spec(cell, api: str, arg: str = "cell") -> _Spec:
+    """A spec from a class name, a flax class, or a flax module of ``api`` (defaults for a name or class);
+    ``arg`` names the argument in messages."""
     classes = _classes(api)
     where = "flax.linen" if api == "linen" else "flax.nnx"
     if isinstance(cell, str):
         if cell not in FLAX_CELLS:
-            raise ValueError(f"cell: expected one of {list(FLAX_CELLS)} (a {where} cell), got {cell!r}")
+            raise ValueError(f"{arg}: expected one of {list(FLAX_CELLS)} (a {where} cell), got {cell!r}")
         return _Spec(api, cell, FLAX_CELLS[cell], "tanh", False, None, None)
     if isinstance(cell, type):
         if cell not in classes:
-            raise ValueError(f"cell: expected one of {where}'s {list(FLAX_CELLS)}, got the class {cell.__name__}")
+            raise ValueError(f"{arg}: expected one of {where}'s {list(FLAX_CELLS)}, got the class {cell.__name__}")
         return _Spec(api, classes[cell], FLAX_CELLS[classes[cell]], "tanh", False, None, None)
     if type(cell) not in classes:  # exactly flax's classes: a subclass may compute something else
-        raise ValueError(
-            f"cell: expected a {where} cell ({', '.join(FLAX_CELLS)}), its name or class, got {_checks.describe(cell)}"
-        )
+        got = f"a {type(cell).__module__}.{type(cell).__qualname__}" if cell is not None else "None"
+        raise ValueError(f"{arg}: expected a {where} cell ({', '.join(FLAX_CELLS)}), its name or class, got {got}")
     return _spec_of_module(cell, api, classes[type(cell)])
 
 
@@ -338,9 +338,10 @@ def _write(spec: _Spec, params) -> dict[str, Any]:
 
 
 def _spec_for_params(cell, kind: str, api: str) -> _Spec:
-    spec = _spec(DEFAULT_CELL[kind] if cell is None else cell, api)
+    arg = "cell" if api == "linen" else "module"
+    spec = _spec(DEFAULT_CELL[kind] if cell is None else cell, api, arg)
     if spec.kind != kind:
-        raise ValueError(f"cell: expected a flax cell for {kind.upper()} parameters, got {spec.name} ({spec.kind})")
+        raise ValueError(f"{arg}: expected a flax cell for {kind.upper()} parameters, got {spec.name} ({spec.kind})")
     return spec
 
 
@@ -351,8 +352,8 @@ def from_flax(variables, *, cell):
     r"""Our parameters of one flax linen cell (the module table above).
 
     Args:
-      variables: what ``flax_cell.init`` returns (``{"params": {...}}``), its ``"params"`` dict, or the
-        variables of ``nn.RNN(flax_cell)`` (``{"params": {"cell": {...}}}``, or ``{"cell": {...}}``:
+      variables: what the cell's ``init`` returns (``{"params": {...}}``), its ``"params"`` dict, or the
+        variables of ``nn.RNN(cell)`` (``{"params": {"cell": {...}}}``, or ``{"cell": {...}}``:
         one direction of an ``nn.Bidirectional``). Arrays of any floating dtype, all alike.
       cell: the flax cell: its class name (``"LSTMCell"``, ``"OptimizedLSTMCell"``, ``"GRUCell"``,
         ``"SimpleCell"``), the ``flax.linen`` class, or the module instance (then its ``features``,
@@ -361,7 +362,7 @@ def from_flax(variables, *, cell):
     Returns:
       :class:`~lstm_jax.cells.LSTMParams`, :class:`~lstm_jax.cells.GRUParams` or
       :class:`~lstm_jax.cells.RNNParams` as JAX arrays in the variables' dtype; run them with
-      :func:`our_cell` ``(cell)``.
+      ``flax_cell(cell)``.
 
     Raises:
       ValueError: naming the tensor (its flax path, e.g. ``params/cell/hi/kernel``) when one is
@@ -382,8 +383,8 @@ def to_flax(params, *, cell=None, wrap_rnn: bool = False) -> dict:
       cell: the flax cell to fill, as in :func:`from_flax`; ``None``: :data:`DEFAULT_CELL` of the
         parameters' kind (``LSTMCell`` and ``OptimizedLSTMCell`` have the same parameters). A
         ``SimpleCell(residual=True)`` gets ``w_hh - I``.
-      wrap_rnn: ``False``: ``{"params": cell_params}``, what ``flax_cell.apply`` takes; ``True``:
-        ``{"params": {"cell": cell_params}}``, what ``nn.RNN(flax_cell).apply`` takes.
+      wrap_rnn: ``False``: ``{"params": cell_params}``, what the cell's ``apply`` takes; ``True``:
+        ``{"params": {"cell": cell_params}}``, what ``nn.RNN(cell).apply`` takes.
 
     Returns:
       A dict of dicts of JAX arrays in the parameters' dtype.
@@ -404,7 +405,7 @@ def from_nnx(module):
     """
     from flax import nnx
 
-    spec = _spec(module, "nnx")
+    spec = _spec(module, "nnx", "module")
     if isinstance(module, type) or isinstance(module, str):
         raise ValueError(f"module: expected a flax.nnx cell instance, got {module!r}")
     tensors = _flatten(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
@@ -458,7 +459,7 @@ def to_nnx(params, module=None):
     return new
 
 
-def our_cell(cell) -> _Cell:
+def flax_cell(cell) -> _Cell:
     """The :class:`~lstm_jax.cells.Cell` that runs a flax cell's converted parameters.
 
     ``cell``: a flax linen or nnx cell instance, class, or class name. ``lstm_cell()`` for an LSTM,
