@@ -16,7 +16,14 @@ torch = pytest.importorskip("torch", reason="the parity tests need PyTorch (pip 
 
 M, D, T, B = 3, 5, 7, 3
 LENGTHS = np.array([T, 4, 1])
-TOL = dict(rtol=0, atol=1e-5)  # float32, values O(1)
+
+
+def _assert_close(actual, expected, what):
+    """float32: within 1e-5 of the largest value (1e-5 absolute on values O(1); the relu RNN's input gradients
+    reach O(40), where 1e-5 absolute would ask for more digits than float32 sums keep)."""
+    expected = np.asarray(expected)
+    atol = 1e-5 * max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=0, atol=atol, err_msg=what)
 
 
 def _module(cell, *, seed=0, **kwargs):
@@ -101,7 +108,7 @@ def test_outputs_carries_and_input_gradients_equal_torch_both_ways(cell, kwargs,
     for name, a, e in zip(("outputs", "h_n", "c_n", "d loss / d xs"), ours, expected):
         assert (a is None) == (e is None), name
         if e is not None:
-            np.testing.assert_allclose(np.asarray(a), e, **TOL, err_msg=name)
+            _assert_close(a, e, name)
     if ragged:
         assert np.all(np.asarray(ours[0])[2, 1:] == 0)  # padding: zeros in both
 
@@ -112,7 +119,7 @@ def test_outputs_carries_and_input_gradients_equal_torch_both_ways(cell, kwargs,
         ("outputs", "h_n", "c_n", "d loss / d xs"), _torch_run(back, xs_np, weights_np, lengths), ours
     ):
         if e is not None:
-            np.testing.assert_allclose(a, np.asarray(e), **TOL, err_msg=f"to_torch_module: {name}")
+            _assert_close(a, e, f"to_torch_module: {name}")
 
 
 def _params(kind, seed, input_size=M, *, proj_size=0, dtype=np.float32, hidden=D):
