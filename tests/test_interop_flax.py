@@ -27,7 +27,7 @@ nnx = pytest.importorskip("flax.nnx", reason="flax.nnx (flax >= 0.8) is needed f
 M, D, T, B = 3, 5, 7, 2
 LENGTHS = np.array([T, 4], np.int32)
 MASK = (np.arange(T)[None, :] < LENGTHS[:, None])[..., None].astype(np.float32)  # (B, T, 1)
-TOL = dict(rtol=0, atol=1e-5)
+TOL = dict(rtol=1e-6, atol=1e-5)  # atol on O(1) values; rtol for the relu cell, whose outputs reach ~17
 
 #: (flax class name, constructor options): every cell, and the simple cell's other activations and residual.
 CASES = [
