@@ -64,7 +64,7 @@ def flax_rnn(kind: str, seed: int = 0, **options):
 def test_linen_equals_flax_rnn(kind):
     """Outputs (valid steps) and carries of nn.RNN(cell) with the options of its call, to 1e-5 in float32."""
     rnn, variables = flax_rnn(kind)
-    ours = from_flax_module(kind)
+    ours = OURS[kind](D)
     our_vars = ljnn.from_flax(variables, cell=FLAX_CELLS[kind].__name__)
     xs = inputs()
     carry0 = randomised(jax.eval_shape(lambda: rnn.apply(variables, xs, return_carry=True)[0]), 2)
@@ -82,10 +82,6 @@ def test_linen_equals_flax_rnn(kind):
         np.testing.assert_array_equal(y, valid(lengths, y))  # our padded outputs are zeros
 
 
-def from_flax_module(kind: str, **options):
-    return OURS[kind](D, forget_bias=0.0, **options) if kind == "lstm" else OURS[kind](D, **options)
-
-
 def test_linen_time_major_and_jit():
     """time_major and a traced seq_lengths under jit, the attributes as defaults of the call."""
     rnn, variables = flax_rnn("lstm", time_major=True, return_carry=True)
@@ -101,7 +97,7 @@ def test_linen_time_major_and_jit():
 def test_linen_gradients_equal_flax():
     """The fast path's custom_vjp: input and parameter gradients of a loss on the valid outputs equal flax's."""
     rnn, variables = flax_rnn("lstm")
-    ours = ljnn.LSTM(D, forget_bias=0.0)
+    ours = ljnn.LSTM(D)
     xs = inputs()
 
     def loss(apply, v, x):
@@ -159,7 +155,7 @@ def test_linen_reversed_stack_equals_flax(keep_order):
     variables = randomised(jax.eval_shape(Flax().init, jax.random.key(0), xs, LENGTHS), 5)
     our_vars = ljnn.from_flax([variables["params"]["l0"], variables["params"]["l1"]], cell="OptimizedLSTMCell")
     theirs_carry, theirs = Flax().apply(variables, xs, LENGTHS)
-    our_carry, y = ljnn.LSTM(D, num_layers=2, forget_bias=0.0).apply(
+    our_carry, y = ljnn.LSTM(D, num_layers=2).apply(
         our_vars, xs, seq_lengths=LENGTHS, reverse=True, keep_order=keep_order, return_carry=True
     )
     assert_trees_close(valid(LENGTHS, y), valid(LENGTHS, theirs))
@@ -230,15 +226,18 @@ def test_linen_dropout_deterministic_and_not():
 # nnx
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_nnx_equals_flax_nnx_rnn(kind):
-    cell = NNX_CELLS[kind](M, D, rngs=nnx.Rngs(0))
-    rnn = nnx.RNN(cell)
+    """nnx.RNN(cell) converted by from_flax: outputs and carries (a relu SimpleCell: its activation is read)."""
+    options = dict(activation_fn=jax.nn.relu) if kind == "rnn" else {}
+    rnn = nnx.RNN(NNX_CELLS[kind](M, D, rngs=nnx.Rngs(0), **options))
     nnx.update(rnn, randomised(nnx.state(rnn, nnx.Param), 8))
-    options = dict(forget_bias=0.0) if kind == "lstm" else {}
-    ours = NNX_OURS[kind].from_flax(rnn, **options)
+    ours = NNX_OURS[kind].from_flax(rnn)
     xs = inputs()
-    for case in (dict(seq_lengths=LENGTHS), dict(seq_lengths=LENGTHS, reverse=True, keep_order=True)):
+    cases = [dict(seq_lengths=LENGTHS, reverse=True, keep_order=True)]
+    if kind == "lstm":
+        cases.append(dict(seq_lengths=LENGTHS, initial_carry=randomised(rnn(xs, return_carry=True)[0], 9)))
+    for case in cases:
         theirs_carry, theirs = rnn(xs, return_carry=True, **case)
         our_carry, y = ours(xs, return_carry=True, **case)
         assert_trees_close(valid(LENGTHS, y), valid(LENGTHS, theirs))

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lstm_jax import _checks
+from lstm_jax.cells import RNN_CELLS
 from lstm_jax.modules import _core
 from lstm_jax.unroll import Bidirectional
 
@@ -207,11 +208,13 @@ class Recurrent(nnx.Module):
     @classmethod
     def from_flax(cls, rnns, *, rngs: nnx.Rngs | None = None, **options):
         """A module holding the weights of flax's ``nnx.RNN(cell)`` or ``nnx.Bidirectional`` (or a list, one per
-        layer), bit-exact (:func:`lstm_jax.interop.from_nnx` per cell); ``options`` as :meth:`from_layers`."""
+        layer), bit-exact (:func:`lstm_jax.interop.from_nnx` per cell; a ``SimpleCell``'s ``activation_fn`` is
+        read too); ``options`` as :meth:`from_layers`. The LSTM's ``forget_bias`` only sets a new module's
+        initial bias: the converted bias is flax's."""
         from lstm_jax.interop import flax_cells
 
         per_layer = list(rnns) if isinstance(rnns, (list, tuple)) else [rnns]
-        layers = []
+        layers, cells = [], []
         for k, rnn in enumerate(per_layer):
             try:
                 if isinstance(rnn, nnx.Bidirectional):
@@ -220,13 +223,21 @@ class Recurrent(nnx.Module):
                             flax_cells.from_nnx(rnn.forward_rnn.cell), flax_cells.from_nnx(rnn.backward_rnn.cell)
                         )
                     )
+                    cells += [rnn.forward_rnn.cell, rnn.backward_rnn.cell]
                 elif isinstance(rnn, nnx.RNN):
                     layers.append(flax_cells.from_nnx(rnn.cell))
+                    cells.append(rnn.cell)
                 else:
                     raise ValueError(f"expected an nnx.RNN or nnx.Bidirectional, got {_checks.describe(rnn)}")
             except ValueError as error:
                 raise ValueError(f"rnns[{k}]: {error}") from None
-        return cls.from_layers(tuple(layers), rngs=rngs, **options)
+        read = cls._options_of_flax([flax_cells.flax_cell(cell) for cell in cells])
+        return cls.from_layers(tuple(layers), rngs=rngs, **{**read, **options})
+
+    @classmethod
+    def _options_of_flax(cls, cells) -> dict[str, Any]:
+        """The options that flax's cells fix besides their parameters (the simple cell's activation)."""
+        return {}
 
     def __call__(
         self,
@@ -317,3 +328,10 @@ class SimpleRNN(Recurrent):
 
     def __init__(self, in_features: int, hidden_features: int, *, activation: str = "tanh", **kwargs):
         super().__init__(in_features, hidden_features, cell_options=dict(activation=activation), **kwargs)
+
+    @classmethod
+    def _options_of_flax(cls, cells) -> dict[str, Any]:
+        activations = {name for name, cell in RNN_CELLS.items() for ours in cells if ours is cell}
+        if len(activations) != 1:
+            raise ValueError(f"rnns: expected one activation_fn in every SimpleCell, got {sorted(activations)}")
+        return dict(activation=activations.pop())
