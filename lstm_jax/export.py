@@ -4,14 +4,14 @@ The recurrent stack, the head and the input layer (if the model has one) are wri
 names of a ``torch.nn.ModuleDict`` that computes the model, with a JSON description that says how
 to rebuild it:
 
-===============================  ==========================================  =================================
-name                             shape                                       torch module
-===============================  ==========================================  =================================
-``input.weight``, ``input.bias``  ``(F, M)``, ``(F,)``                       ``nn.Linear(M, F)`` (``dense``)
-``embedding.weight``             ``(M, F)``                                  ``nn.Embedding(M, F)`` (``embedding``)
-``rnn.weight_ih_l0``, ...        :func:`lstm_jax.interop.pytorch.to_torch`   ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``
-``head.weight``, ``head.bias``   ``(N, H)``, ``(N,)``                        ``nn.Linear(H, N)``
-===============================  ==========================================  =================================
+====================================  ==========================================  ======================================
+name                                  shape                                       torch module
+====================================  ==========================================  ======================================
+``input.weight``, ``input.bias``      ``(F, M)``, ``(F,)``                        ``nn.Linear(M, F)`` (``dense``)
+``embedding.weight``                  ``(M, F)``                                  ``nn.Embedding(M, F)`` (``embedding``)
+``rnn.weight_ih_l0``, ...             :func:`lstm_jax.interop.pytorch.to_torch`   ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``
+``head.weight``, ``head.bias``        ``(N, H)``, ``(N,)``                        ``nn.Linear(H, N)``
+====================================  ==========================================  ======================================
 
 Our ``embedding`` input layer is linear on one-hot inputs, :math:`E x_t`: ``embedding.weight`` is
 :math:`E^\top`, so ``nn.Embedding`` on the symbol ids (``x.argmax(-1)``) gives the same features as
@@ -22,6 +22,7 @@ module's class and keyword arguments) rebuilds and runs the model in a few lines
     d = json.load(open("model.json"))                  # beside model.pt
     model = torch.nn.ModuleDict({name: getattr(torch.nn, m["module"])(**m["kwargs"]) for name, m in d["torch"].items()})
     model.load_state_dict(torch.load("model.pt"))      # strict: every tensor has its place
+    model.to(getattr(torch, d["dtype"]))               # float32 unless the run was float64
     x = model["input"](x) if "input" in model else model["embedding"](x.argmax(-1)) if "embedding" in model else x
     ys, final = model["rnn"](x)                        # batch_first=True: (B, T, H)
     h_n = final[0] if d["cell"] == "lstm" else final
