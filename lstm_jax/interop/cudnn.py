@@ -15,13 +15,13 @@ every matrix first, then every bias: ``W_ih^p (4D, M)`` for layer 0 and ``(4D, d
 ``W_hh^p (4D, D)``, ``b_ih^p`` and ``b_hh^p (4D,)``, the gate blocks in the order ``i, f, g, o`` (ours,
 PyTorch's). Its length is ``get_num_params_in_lstm(M, D, L, bidirectional)``. The map to ours:
 
-=================================  ====================================================
-cuDNN (pseudo-layer ``p = dirs·k + d``)  ours (``layers[k]``, or its ``.forward`` / ``.backward``)
-=================================  ====================================================
-``W_ih^p``, ``W_hh^p``             ``w_ih``, ``w_hh`` as they are
-``b_ih^p + b_hh^p``                ``b`` (on export ``b_ih = b``, ``b_hh = 0``)
-``h_0[p]``, ``c_0[p]``             ``LSTMState(h, c)`` of the layer and direction (:func:`carry_from_cudnn`)
-=================================  ====================================================
+===========================================  ====================================================================
+cuDNN (pseudo-layer ``p = dirs·k + d``)      ours (``layers[k]``, or its ``.forward`` / ``.backward``)
+===========================================  ====================================================================
+``W_ih^p``, ``W_hh^p``                       ``w_ih``, ``w_hh`` as they are
+``b_ih^p + b_hh^p``                          ``b`` (on export ``b_ih = b``, ``b_hh = 0``)
+``h_0[p]``, ``c_0[p]``                       ``LSTMState(h, c)`` of the layer and direction (:func:`carry_from_cudnn`)
+===========================================  ====================================================================
 
 The reverse direction reads each sequence backwards within its length, as ours does; outputs are
 ``[h_fwd; h_bwd]`` and zero at padded steps in both. A stack with a projection, peepholes or layer
