@@ -83,9 +83,10 @@ def test_linen_equals_flax_rnn(kind):
 
 
 def test_linen_time_major_and_jit():
-    """time_major and a traced seq_lengths under jit, the attributes as defaults of the call."""
-    rnn, variables = flax_rnn("lstm", time_major=True, return_carry=True)
-    ours = ljnn.LSTM(D, time_major=True, return_carry=True)
+    """time_major (reversed: the outputs flipped back within the lengths along axis 0) and a traced seq_lengths
+    under jit, the attributes as defaults of the call."""
+    rnn, variables = flax_rnn("lstm", time_major=True, return_carry=True, reverse=True)
+    ours = ljnn.LSTM(D, time_major=True, return_carry=True, reverse=True)
     our_vars = ljnn.from_flax(variables, cell="OptimizedLSTMCell")
     xs = jnp.moveaxis(inputs(), 0, 1)  # (T, B, M)
     (c, h), y = jax.jit(ours.apply)(our_vars, xs, seq_lengths=LENGTHS)
