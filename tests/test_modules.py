@@ -187,7 +187,9 @@ def test_linen_init_draws_our_layout():
     p = ljnn.LSTM(D).init(jax.random.key(0), inputs())["params"]["layer_0"]
     np.testing.assert_array_equal(p["b"], jnp.repeat(jnp.array([0.0, 1.0, 0.0, 0.0]), D))
     half = ljnn.GRU(D, param_dtype=jnp.bfloat16)
-    y = half.apply(half.init(jax.random.key(0), inputs()), inputs())  # float32 inputs cast to the parameters'
+    variables = jax.eval_shape(half.init, jax.random.key(0), inputs())
+    assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.bfloat16)}
+    y = jax.eval_shape(half.apply, variables, inputs())  # float32 inputs cast to the parameters'
     assert y.dtype == jnp.bfloat16
 
 
@@ -313,6 +315,9 @@ def test_bad_calls():
     bidirectional = ljnn.GRU(D, bidirectional=True)
     with pytest.raises(ValueError, match="^reverse: expected False"):
         bidirectional.apply(bidirectional.init(jax.random.key(0), inputs()), inputs(), reverse=True)
+    gru = random_layers(lj.init_gru, M, D, 1, seed=0)[0]
+    with pytest.raises(ValueError, match=r"^layers\[1\]: expected every layer not Bidirectional"):
+        ljnn.from_layers((gru, lj.Bidirectional(gru, gru)))
     with pytest.raises(ValueError, match="^variables: .*hi/kernel"):
         ljnn.from_flax({"params": {"cell": {}}}, cell="OptimizedLSTMCell")
 

@@ -25,6 +25,7 @@ from lstm_jax import _checks
 from lstm_jax.cells import Cell, GRUParams, LSTMParams, LSTMState, LSTMVariantParams, RNNParams
 from lstm_jax.dropout import Dropout
 from lstm_jax.init import INITIALIZERS, layer_output_size
+from lstm_jax.interop._common import layer_stack
 from lstm_jax.registry import cell_type
 from lstm_jax.unroll import Bidirectional, check_noise, check_options, unroll, unroll_layers
 
@@ -140,18 +141,9 @@ def tree_from_layer(layer) -> dict:
 
 
 def tree_from_layers(layers) -> dict:
-    """``{"layer_0": ..., "layer_1": ...}`` of an :func:`~lstm_jax.init.init_layers` tuple."""
-    if not isinstance(layers, (tuple, list)) or not layers:
-        raise ValueError(
-            f"layers: expected a non-empty tuple of layer parameters (init_layers), got {_checks.describe(layers)}"
-        )
-    for k, layer in enumerate(layers):
-        for direction in (layer.forward, layer.backward) if isinstance(layer, Bidirectional) else (layer,):
-            if not isinstance(direction, (RNNParams, LSTMParams, LSTMVariantParams, GRUParams)):
-                raise ValueError(
-                    f"layers[{k}]: expected RNNParams, LSTMParams, LSTMVariantParams, GRUParams or a Bidirectional "
-                    f"pair of them, got {type(direction).__name__}"
-                )
+    """``{"layer_0": ..., "layer_1": ...}`` of an :func:`~lstm_jax.init.init_layers` tuple (one cell kind, every
+    layer bidirectional or none: :func:`lstm_jax.interop._common.layer_stack` checks)."""
+    layer_stack(layers)
     return {f"layer_{k}": tree_from_layer(layer) for k, layer in enumerate(layers)}
 
 
@@ -172,7 +164,7 @@ def infer_kind(tree: Mapping[str, Any], where: str) -> str:
     )
 
 
-def _cell_params(kind: str, tree, where: str):
+def _cell_params(kind: str | None, tree, where: str):
     if not isinstance(tree, Mapping):
         raise ValueError(f"{where}: expected a dict of arrays (w_ih, w_hh, b, ...), got {_checks.describe(tree)}")
     kind = infer_kind(tree, where) if kind is None else kind
@@ -217,13 +209,7 @@ def layers_from_tree(tree: Mapping[str, Any], kind: str | None = None, bidirecti
     if sorted(tree) != sorted(names):
         raise ValueError(f"params: expected the keys {names}, got {sorted(tree)}")
     layers = tuple(layer_from_tree(kind, tree[name], bidirectional, f"params.{name}") for name in names)
-    kinds = {
-        type(d).__name__.replace("Variant", "")
-        for layer in layers
-        for d in (layer if isinstance(layer, Bidirectional) else (layer,))
-    }
-    if len(kinds) > 1:
-        raise ValueError(f"params: expected one cell kind in every layer, got {sorted(kinds)}")
+    layer_stack(layers)  # one cell kind, every layer bidirectional or none
     return layers
 
 

@@ -303,12 +303,7 @@ def from_flax(variables, *, cell) -> dict:
     if not per_layer:
         raise ValueError("variables: expected one nn.RNN's or nn.Bidirectional's variables, or a list of them, got []")
     where = "variables" if len(per_layer) == 1 and not isinstance(variables, (list, tuple)) else "variables[{k}]"
-    layers = tuple(_flax_layer(v, cell, where.format(k=k)) for k, v in enumerate(per_layer))
-    if len({isinstance(layer, Bidirectional) for layer in layers}) > 1:
-        raise ValueError(
-            "variables: expected every layer bidirectional or none (as the modules' bidirectional), got both"
-        )
-    return from_layers(layers)
+    return from_layers(tuple(_flax_layer(v, cell, where.format(k=k)) for k, v in enumerate(per_layer)))
 
 
 def to_flax(variables, *, cell=None):
