@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from lstm_jax.cells import GRUParams, LSTMParams, RNNParams, gru_cell, lstm_cell, rnn_cell  # noqa: E402
 from lstm_jax.init import init_gru, init_lstm, init_rnn  # noqa: E402
-from lstm_jax.interop.keras_layers import from_keras, keras_cell, to_keras, to_keras_model  # noqa: E402
+from lstm_jax.interop.keras_layers import from_keras, from_keras_model, keras_cell, to_keras, to_keras_model  # noqa: E402
 from lstm_jax.models import ModelSpec, apply_model, init_model  # noqa: E402
 from lstm_jax.unroll import Bidirectional, unroll, unroll_layers  # noqa: E402
 
@@ -369,6 +369,10 @@ def test_to_keras_model_computes_apply_model(cell, activation, bidirectional, ma
     config = recurrent.get_config()
     config = config["layer"]["config"] if bidirectional else config
     assert config["recurrent_initializer"]["class_name"] == "Orthogonal"
+    # and back: the same arrays, the spec's cell, activation and many_to_one
+    back, back_spec = from_keras_model(model)
+    _assert_exact(back, params)
+    assert back_spec == ModelSpec(cell=cell, activation=activation, many_to_one=many_to_one)
 
 
 def _model_weights(model):
@@ -396,6 +400,21 @@ def _apply_forward_and_grad(spec, params, x, lengths):
 
     (_, y), grad = jax.value_and_grad(loss, has_aux=True)(x)
     return y, grad
+
+
+def test_from_keras_model_refuses_other_models():
+    with _allow():
+        softmax = keras.Sequential(
+            [keras.Input((None, M)), keras.layers.LSTM(D, **ZEROS), keras.layers.Dense(2, activation="softmax")]
+        )
+        two_heads = keras.Sequential([keras.Input((None, M)), keras.layers.LSTM(D, **ZEROS), keras.layers.Dense(2)])
+        two_heads.add(keras.layers.Dense(2))
+    with pytest.raises(ValueError, match=r"\.activation: expected 'linear' .* got 'softmax'"):
+        from_keras_model(softmax)
+    with pytest.raises(
+        ValueError, match=r"model.layers: expected \[Masking\], \[Dense\], .* \['LSTM', 'Dense', 'Dense'\]"
+    ):
+        from_keras_model(two_heads)
 
 
 def test_to_keras_model_refuses_what_keras_lacks():

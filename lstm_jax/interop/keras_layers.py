@@ -1,5 +1,6 @@
 r"""Keras 3 ``LSTM``, ``GRU`` and ``SimpleRNN`` layers (and ``RNN`` over their cells, ``Bidirectional``)
-to and from our parameters, and a whole model (:func:`to_keras_model`) as a ``keras.Model``.
+to and from our parameters, and a whole model as a ``keras.Model`` and back (:func:`to_keras_model`,
+:func:`from_keras_model`).
 
 Keras keeps one layer's weights as ``[kernel, recurrent_kernel, bias]`` (``layer.get_weights()``; no
 ``bias`` with ``use_bias=False``), gate blocks along the *columns*; we keep them along the rows:
@@ -66,7 +67,7 @@ from lstm_jax.interop._common import (
 from lstm_jax.models import ModelParams, ModelSpec
 from lstm_jax.unroll import Bidirectional
 
-__all__ = ["KERAS_GATES", "from_keras", "keras_cell", "to_keras", "to_keras_model"]
+__all__ = ["KERAS_GATES", "from_keras", "from_keras_model", "keras_cell", "to_keras", "to_keras_model"]
 
 #: Keras's gate order per cell kind, in our gate names (columns of ``kernel``, ``recurrent_kernel`` and ``bias``).
 KERAS_GATES: dict[str, tuple[str, ...]] = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("z", "r", "n")}
@@ -523,3 +524,65 @@ def _dense(keras, params: DenseParams, x, name: str, dtype: str):
     dense.set_weights([np.ascontiguousarray(w.T)] + ([to_numpy(params.b)] if params.b is not None else []))
     _default_initializers(keras, dense)
     return y
+
+
+def _dense_params(keras, layer, where: str) -> DenseParams:
+    """Our ``DenseParams`` of a Keras ``Dense`` with no activation (``w = kernel.T``; ``b = None`` without bias)."""
+    activation = _activation_name(keras, layer.activation)
+    if activation != "linear":
+        raise ValueError(
+            f"{where}.activation: expected 'linear' (our model's layers are affine; apply_model returns logits), "
+            f"got {activation!r}"
+        )
+    tensors = {"kernel": layer.kernel.value}
+    if layer.bias is not None:
+        tensors["bias"] = layer.bias.value
+    reader = TensorReader(tensors, f"the weights of Keras layer {layer.name!r}")
+    if np.ndim(to_numpy(tensors["kernel"])) != 2:
+        raise ValueError(f"kernel: expected 2 dimensions (features in, units), got shape {np.shape(tensors['kernel'])}")
+    F, N = np.shape(to_numpy(tensors["kernel"]))
+    w = reader.take("kernel", (F, N))
+    b = reader.take("bias", (N,)) if reader.has("bias") else None
+    reader.finish()
+    return DenseParams(as_jax(np.ascontiguousarray(w.T)), None if b is None else as_jax(b))
+
+
+def from_keras_model(model) -> tuple[ModelParams, ModelSpec]:
+    r"""Our model from a Keras model shaped as :func:`to_keras_model` builds it: ``(params, spec)`` such that
+    ``apply_model(spec, params, x)`` is ``model(x)``.
+
+    The model is a chain: an optional ``Masking`` (our ``lengths`` take its place), an optional ``Dense`` input
+    layer (no activation; no bias: an embedding), recurrent layers as :func:`from_keras` reads them, and a
+    ``Dense`` head with no activation (logits). ``spec`` has the cell, the RNN's activation and ``many_to_one``
+    (the last recurrent layer's ``return_sequences=False``); its other fields are :class:`ModelSpec`'s defaults.
+
+    Raises:
+      ValueError: another chain of layers (their types listed), a ``Dense`` with an activation, or what
+        :func:`from_keras` refuses.
+    """
+    keras = _keras()
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model: expected a keras.Model, got {_checks.describe(model)}")
+    layers = [layer for layer in model.layers if not isinstance(layer, (keras.layers.InputLayer, keras.layers.Masking))]
+    k, input_layer, recurrent = 0, None, []
+    if layers and isinstance(layers[0], keras.layers.Dense):
+        input_layer, k = layers[0], 1
+    while k < len(layers) and isinstance(layers[k], (keras.layers.RNN, keras.layers.Bidirectional)):
+        recurrent.append(layers[k])
+        k += 1
+    if not recurrent or k != len(layers) - 1 or not isinstance(layers[k], keras.layers.Dense):
+        raise ValueError(
+            "model.layers: expected [Masking], [Dense], recurrent layers, Dense (what to_keras_model builds), got "
+            f"{[type(layer).__name__ for layer in model.layers]}"
+        )
+    stack = from_keras(recurrent)
+    kind = layer_stack(stack)[0]
+    last = recurrent[-1]
+    last_inner = last.forward_layer if isinstance(last, keras.layers.Bidirectional) else last
+    activation = _activation_name(keras, last_inner.cell.activation) if kind == "rnn" else "tanh"
+    params = ModelParams(
+        stack,
+        _dense_params(keras, layers[-1], f"layer {layers[-1].name!r}"),
+        None if input_layer is None else _dense_params(keras, input_layer, f"layer {input_layer.name!r}"),
+    )
+    return params, ModelSpec(cell=kind, activation=activation, many_to_one=not last_inner.return_sequences)
