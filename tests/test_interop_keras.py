@@ -434,3 +434,7 @@ def test_params_types_are_ours():
     assert isinstance(from_keras(layer), RNNParams)
     assert isinstance(from_keras(_layer("lstm", False)), LSTMParams)
     assert isinstance(from_keras(_layer("gru", False)), GRUParams)
+    assert isinstance(from_keras(_built(keras.layers.RNN(keras.layers.LSTMCell(D, **ZEROS)))), LSTMParams)
+    stacked = keras.layers.RNN(keras.layers.StackedRNNCells([keras.layers.LSTMCell(D, **ZEROS)] * 2))
+    with pytest.raises(ValueError, match="expected a Keras LSTM, GRU, SimpleRNN.* got RNN over StackedRNNCells"):
+        from_keras(_built(stacked))

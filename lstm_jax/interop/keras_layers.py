@@ -269,7 +269,7 @@ def _recurrent_layers(keras, model) -> list:
         if not isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)):
             raise ValueError(
                 f"layers[{k}] ({layer.name!r}): expected a recurrent layer (from_keras converts a stack of LSTM, GRU, "
-                f"SimpleRNN or Bidirectional layers), got {type(layer).__name__}"
+                f"SimpleRNN or Bidirectional layers; from_keras_model reads a whole model), got {type(layer).__name__}"
             )
     return layers
 
