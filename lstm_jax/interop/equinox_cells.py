@@ -79,8 +79,8 @@ def from_equinox(cell_module):
     a :class:`~lstm_jax.unroll.Bidirectional` pair of cells a bidirectional layer.
 
     Raises:
-      ValueError: anything but those cells; a tensor whose shape is not the cell's ``(input_size,
-        hidden_size)`` or whose dtype differs from the others (each named).
+      ValueError: anything but those cells; a tensor whose shape is not the cell's (from its ``input_size``
+        and ``hidden_size``) or whose dtype differs from the others (each named).
     """
     eqx = _equinox()
     if isinstance(cell_module, Bidirectional):

@@ -16,9 +16,10 @@ Haiku                              shape                                       o
 
 ``hk.LSTM`` adds 1 to the forget gate's pre-activation at every step (``jax.nn.sigmoid(f + 1)``, "as in
 sonnet"); we keep no such constant, so it goes into our ``b_f`` on import and comes out on export. That sum
-rounds: ours -> Haiku -> ours gives ``(b_f - 1) + 1``, equal to ``b_f`` to two roundings (at most 1.2e-7 in
-float32 for :math:`|b_f| < 1`), every other entry bit-exact. ``hk.VanillaRNN`` computes :math:`h_t = \mathrm{ReLU}(\cdot)`: run it
-with ``rnn_cell("relu")``; its two biases are summed on import and exported as ``b`` and zeros.
+rounds: ours -> Haiku -> ours gives ``(b_f - 1) + 1``, equal to ``b_f`` to two roundings (at most 1.2e-7
+in float32 for :math:`|b_f| < 1`), every other entry bit-exact. ``hk.VanillaRNN`` computes
+:math:`h_t = \mathrm{ReLU}(\cdot)`: run it with ``rnn_cell("relu")``; its two biases are summed on import and
+exported as ``b`` and zeros.
 
 Not ours, and refused: ``hk.GRU`` applies the reset gate *before* the matmul, :math:`W_{ha}(r_t \odot h_{t-1})`
 (and keeps :math:`z` for the candidate's share, our :math:`1 - u`): no re-arrangement of our GRU's parameters

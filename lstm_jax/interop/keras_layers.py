@@ -5,14 +5,14 @@ to and from our parameters, and a whole model as a ``keras.Model`` and back (:fu
 Keras keeps one layer's weights as ``[kernel, recurrent_kernel, bias]`` (``layer.get_weights()``; no
 ``bias`` with ``use_bias=False``), gate blocks along the *columns*; we keep them along the rows:
 
-=====================  ===========================  ==========================================================
-Keras (``D`` units)    shape                        ours
-=====================  ===========================  ==========================================================
-``kernel``             ``(M, G·D)``                 ``w_ih = kernel.T`` ``(G·D, M)``, gate blocks reordered
-``recurrent_kernel``   ``(D, G·D)``                 ``w_hh = recurrent_kernel.T`` ``(G·D, D)``, reordered
-``bias`` (LSTM, RNN)   ``(G·D,)``                   ``b`` (zeros with ``use_bias=False``)
-``bias`` (GRU)         ``(2, 3D)``: input, recurrent ``b = b_in + [b_rec,r; b_rec,z; 0]``, ``b_hn = b_rec,n``
-=====================  ===========================  ==========================================================
+=====================  ================================  =====================================================
+Keras (``D`` units)    shape                             ours
+=====================  ================================  =====================================================
+``kernel``             ``(M, G·D)``                      ``w_ih = kernel.T`` ``(G·D, M)``, gate blocks reordered
+``recurrent_kernel``   ``(D, G·D)``                      ``w_hh = recurrent_kernel.T`` ``(G·D, D)``, reordered
+``bias`` (LSTM, RNN)   ``(G·D,)``                        ``b`` (zeros with ``use_bias=False``)
+``bias`` (GRU)         ``(2, 3D)``: input, recurrent     ``b = b_in + [b_rec,r; b_rec,z; 0]``, ``b_hn = b_rec,n``
+=====================  ================================  =====================================================
 
 Gate orders (read in ``keras/src/layers/rnn/{lstm,gru}.py``): the LSTM's ``i, f, c, o`` is ours
 (``c`` is our ``g``); the GRU's ``z, r, h`` is ours ``u, r, n`` reordered to ``r, u, n``, and Keras's update
