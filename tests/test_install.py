@@ -37,8 +37,17 @@ def test_extras_hold_the_data_packages_tensorboard_and_the_test_tools(project):
     extras = project["optional-dependencies"]
     assert {_name(r) for r in extras["data"]} == {"statsmodels", "scikit-learn", "mnist1d"}
     assert {_name(r) for r in extras["tensorboard"]} == {"tensorboardx"}
-    assert {_name(r) for r in extras["test"]} == {"pytest", "pytest-xdist", "lstm_jax"}
-    assert "lstm_jax[data,tensorboard]" in extras["test"]  # the suite tests every task and the TensorBoard writer
+    assert {_name(r) for r in extras["interop"]} == {"keras", "dm-haiku", "equinox", "safetensors"}
+    assert {_name(r) for r in extras["test"]} == {"pytest", "pytest-xdist", "lstm_jax", "torch"}
+    # the suite tests every task, the TensorBoard writer and every converter against its peer
+    assert "lstm_jax[data,tensorboard,interop]" in extras["test"]
+
+
+def test_torch_is_pinned_to_the_cpu_wheel_of_python_3_11(project):
+    """CI's machines carry torch 2.13.0's CPU wheel for Python 3.11 only; an unpinned torch (or one on 3.13)
+    would make pip pull the multi-GB CUDA build."""
+    (torch,) = [r for r in project["optional-dependencies"]["test"] if _name(r) == "torch"]
+    assert torch.replace(" ", "") == "torch==2.13.0;python_version=='3.11'"
 
 
 def test_a_missing_data_package_names_the_pip_install():

@@ -17,15 +17,23 @@ _EXPORTS = {
     "from_torch": "pytorch",
     "to_torch": "pytorch",
     "to_torch_module": "pytorch",
+    "torch_cell": "pytorch",
+    "torch_layout": "pytorch",
+    "TorchLayout": "pytorch",
     # flax linen and nnx cells
     "from_flax": "flax_cells",
     "to_flax": "flax_cells",
     "from_nnx": "flax_cells",
     "to_nnx": "flax_cells",
+    "flax_cell": "flax_cells",
+    "carry_from_flax": "flax_cells",
+    "carry_to_flax": "flax_cells",
     # Keras 3 LSTM / GRU / SimpleRNN layers
     "from_keras": "keras_layers",
     "to_keras": "keras_layers",
     "to_keras_model": "keras_layers",
+    "from_keras_model": "keras_layers",
+    "keras_cell": "keras_layers",
     # Haiku LSTM / GRU / VanillaRNN
     "from_haiku": "haiku_cells",
     "to_haiku": "haiku_cells",
@@ -35,6 +43,9 @@ _EXPORTS = {
     # jax.experimental.rnn's cuDNN flat weight vector
     "from_cudnn": "cudnn",
     "to_cudnn": "cudnn",
+    "cudnn_sizes": "cudnn",
+    "carry_from_cudnn": "cudnn",
+    "carry_to_cudnn": "cudnn",
 }
 
 __all__ = sorted(_EXPORTS)
