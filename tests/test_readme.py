@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -19,6 +21,13 @@ def test_ci_runs_the_readme_test_command():
     assert install_and_test in (ROOT / ".ci" / "run").read_text()
 
 
-def test_tour_code_runs():
-    (tour,) = _blocks("python")
-    exec(compile(tour, "README.md", "exec"), {})
+@pytest.mark.parametrize("index", range(len(_blocks("python"))))
+def test_python_blocks_run(index):
+    """Each ```python block of the README (the tour, the peers' section) runs as it is, on its own."""
+    block = _blocks("python")[index]
+    line = README[: README.index(block)].count("\n") + 1
+    exec(compile("\n" * (line - 1) + block, "README.md", "exec"), {})
+
+
+def test_the_readme_has_its_two_python_blocks():
+    assert len(_blocks("python")) == 2  # the tour and the peers' section; a lost fence would drop one
