@@ -2,7 +2,8 @@ r"""Parameter initialisers, chosen by name, with explicit PRNG keys.
 
 Weights are ``(out, in)`` matrices (the article's layout). Gate-stacked matrices ``(G·D, in)`` are
 initialised one ``(D, in)`` block at a time, so an orthogonal recurrent matrix is orthogonal per
-gate (as flax's ``OptimizedLSTMCell`` and Keras's per-gate recurrent kernels are).
+gate, as flax linen's ``LSTMCell`` and ``OptimizedLSTMCell`` are (Keras's ``recurrent_kernel`` and
+flax nnx's fused ``OptimizedLSTMCell`` and ``GRUCell`` draw one orthogonal matrix over all the gates).
 
 =================  ==============================================================================
 name               distribution of each block ``(D, fan_in)``, with gain ``scale``

@@ -34,7 +34,7 @@ _EXPORTS = {
     "to_keras_model": "keras_layers",
     "from_keras_model": "keras_layers",
     "keras_cell": "keras_layers",
-    # Haiku LSTM / GRU / VanillaRNN
+    # Haiku LSTM / VanillaRNN (hk.GRU puts its reset gate before the matmul: refused)
     "from_haiku": "haiku_cells",
     "to_haiku": "haiku_cells",
     # Equinox LSTMCell / GRUCell
