@@ -38,7 +38,7 @@ def test_extras_hold_the_data_packages_tensorboard_and_the_test_tools(project):
     assert {_name(r) for r in extras["data"]} == {"statsmodels", "scikit-learn", "mnist1d"}
     assert {_name(r) for r in extras["tensorboard"]} == {"tensorboardx"}
     assert {_name(r) for r in extras["interop"]} == {"keras", "dm-haiku", "equinox", "safetensors"}
-    assert {_name(r) for r in extras["test"]} == {"pytest", "pytest-xdist", "lstm_jax", "torch"}
+    assert {_name(r) for r in extras["test"]} == {"pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel", "lstm_jax", "torch"}
     # the suite tests every task, the TensorBoard writer and every converter against its peer
     assert "lstm_jax[data,tensorboard,interop]" in extras["test"]
 
