@@ -326,3 +326,31 @@ def test_e8_weight_dimensions(seed):
     assert all(stated_Ws[k].shape == (D, M) and stated_Us[k].shape == (D, D) for k in stated_Ws)
     with pytest.raises(TypeError, match="shape"):
         _per_gate(stated_Ws, stated_Us, bs, carry, x)  # W_f h_{t-1}: (D, M) times R^D
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e5_jacobian_product_is_in_descending_order(seed):
+    r"""∂h_s/∂h_t = diag(f'(a_s)) U ⋯ diag(f'(a_{t+1})) U: the latest step's factor on the left.
+
+    The factors do not commute, so :math:`\prod_{k=t+1}^{s}` read with k ascending is another matrix.
+    """
+    p = _rnn_problem(seed)
+    U, xs = p.params.w_hh, p.xs[0]  # one sequence: (T, M)
+    t, s = 1, 5  # h_1 → h_5, four factors
+
+    def run(h, start, stop):  # h_start → h_stop (steps counted from 1; xs[k - 1] is x_k)
+        for k in range(start + 1, stop + 1):
+            _, h = cells.rnn_step(p.params, h, xs[k - 1])
+        return h
+
+    hs = [jnp.zeros(D, jnp.float64)]  # h_0 = 0, as the article
+    for k in range(1, s + 1):
+        hs.append(run(hs[-1], k - 1, k))
+    jacobian = jax.jacobian(lambda h: run(h, t, s))(hs[t])  # (D, D)
+    factors = [jnp.diag(1 - hs[k] ** 2) @ U for k in range(t + 1, s + 1)]  # diag(f'(a_k)) U, k = t+1..s
+    descending = ascending = jnp.eye(D, dtype=jnp.float64)
+    for factor in factors:
+        descending = factor @ descending  # diag(f'(a_s)) U ⋯ diag(f'(a_{t+1})) U
+        ascending = ascending @ factor  # diag(f'(a_{t+1})) U ⋯ diag(f'(a_s)) U
+    assert relative_error(descending, jacobian) <= PASS
+    assert relative_error(ascending, jacobian) >= FAIL
