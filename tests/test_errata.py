@@ -144,6 +144,19 @@ def test_e2_matched_pairs_give_y_hat_minus_y(seed):
     assert relative_error(grad_of(kind, y), losses.step_loss_grad(kind, o, y)) <= PASS
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e2_mse_gradient_is_two_over_n(seed):
+    """The library's mse is (1/N) Σ_k (o_k − y_k)², so ∂L_t/∂o = (2/N)(o − y); o − y belongs to ½‖o − y‖²."""
+    rng = np.random.default_rng(seed)
+    o, y = _normal(rng, B, N), _normal(rng, B, N)
+    assert relative_error(losses.step_loss("mse", o, y), jnp.mean((o - y) ** 2, axis=-1)) <= PASS
+    auto = jax.grad(lambda o: jnp.sum(losses.step_loss("mse", o, y)))(o)
+    assert relative_error(o - y, auto) >= FAIL  # N = 3: off by the factor 2/N
+    assert relative_error(2 / N * (o - y), auto) <= PASS
+    assert relative_error(losses.step_loss_grad("mse", o, y), auto) <= PASS
+    assert relative_error(jax.grad(lambda o: jnp.sum(0.5 * (o - y) ** 2))(o), o - y) <= PASS
+
+
 # ----------------------------------------------------------------------------------------------
 # E3: ∂L/∂c = −Σ_t (ŷ_t − y_t); the sign is wrong.
 
