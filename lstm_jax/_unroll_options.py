@@ -27,7 +27,11 @@ DEFAULT_UNROLL = {"cpu": 1, "gpu": 8}
 
 
 class Options(NamedTuple):
-    """How a layer is run; :func:`check_options` validates and resolves the public arguments."""
+    """How a layer is run; :func:`check_options` validates and resolves the public arguments.
+
+    ``truncate=K``: chunk-aligned truncated BPTT (cuts at steps ``0, K, 2K, ...``; see :mod:`lstm_jax.unroll`).
+    ``remat="step"`` runs the plain scan with each step checkpointed, not the fast path (:func:`runs_fast`).
+    """
 
     reverse: bool = False
     unroll: int | bool = 1

@@ -12,7 +12,9 @@ from :mod:`lstm_jax.losses`, :math:`L = \sum_{b,t} w_{b,t} L_t(o_t, y_t)`. Writi
 The recursion for the last term is cell-specific: each cell's hand-derived backward step
 (``Kernel.grad_step`` in :mod:`lstm_jax.cells`; :func:`rnn_bptt`, :func:`lstm_bptt`, :func:`gru_bptt`
 show its equations). :func:`manual_bptt` runs it as a reverse ``lax.scan`` that only produces the
-pre-activation gradients; the weight gradients are then single matmuls summed over all steps. Padded steps (``t >= length``) held the carry in the
+pre-activation gradients; the weight gradients are then single matmuls summed over all steps
+(and the input's gradient would be :math:`W_{ih}^\top dz_t`, which stacked layers get from
+:func:`lstm_jax.fast.project`'s ``custom_vjp``). Padded steps (``t >= length``) held the carry in the
 forward pass, so there the gradient passes through unchanged and no parameter gradient is added.
 
 ``docs/maths.md`` derives every line; ``docs/errata.md`` shows where the article's own formulas go wrong.
@@ -251,11 +253,12 @@ def lstm_bptt(
 ) -> tuple[Array, BPTTGrads]:
     r"""Manual BPTT for the LSTM (``docs/maths.md``), as a reverse ``lax.scan``.
 
-    Given :math:`dh_t = V^\top e_t + (\text{from step } t{+}1)` and what step :math:`t{+}1` sends back to :math:`c_t`:
+    Given :math:`dh_t = V^\top e_t + (\text{from step } t{+}1)` and what step :math:`t{+}1` sends back to
+    :math:`c_t`, with :math:`o^{\text{gate}}_t` the output gate (:math:`o_t` is the logits here):
 
     .. math::
-       dc_t &= f_{t+1} \odot dc_{t+1} + dh_t \odot o_t \odot (1 - \tanh^2 c_t) \\
-       dz_o &= dh_t \odot \tanh c_t \odot o_t(1-o_t), \quad dz_f = dc_t \odot c_{t-1} \odot f_t(1-f_t) \\
+       dc_t &= f_{t+1} \odot dc_{t+1} + dh_t \odot o^{\text{gate}}_t \odot (1 - \tanh^2 c_t) \\
+       dz_o &= dh_t \odot \tanh c_t \odot o^{\text{gate}}_t(1-o^{\text{gate}}_t), \quad dz_f = dc_t \odot c_{t-1} \odot f_t(1-f_t) \\
        dz_i &= dc_t \odot \tilde c_t \odot i_t(1-i_t), \quad dz_g = dc_t \odot i_t \odot (1-\tilde c_t^2) \\
        dh_{t-1} &= W_{hh}^\top dz_t \;(+\,V^\top e_{t-1}), \qquad \text{step } t{-}1 \text{ receives } f_t \odot dc_t \\
        \frac{\partial L}{\partial W_{ih}} &= \sum_t dz_t x_t^\top, \quad

@@ -5,14 +5,19 @@ reverse scan, recomputes what it did not save and forms the weight gradient one 
 (``T`` small matmuls accumulated into ``∂L/∂W_hh``). Here the forward scan saves only the carries
 and, for the LSTM, the gate activations; the reverse scan computes only the pre-activation
 gradients :math:`dz_t` and :math:`dh_{t-1} = W_{hh}^\top dz_t`; the weight gradient is then one GEMM
-over all steps,
+over all the steps of one call (``G`` gate blocks: 1 RNN, 4 LSTM, 3 GRU),
 
 .. math:: \frac{\partial L}{\partial W_{hh}} = \sum_t dz_t\, h_{t-1}^\top
           = dZ^\top H_{\mathrm{prev}} \quad (dZ: (T·B, G·D),\ H_{\mathrm{prev}}: (T·B, D)),
 
 :math:`\partial L/\partial b = \sum_t dz_t`, and :math:`dz_t` flows back through the hoisted input
 projection :math:`W_{ih} x_t` (:func:`project`: one more GEMM of the same form for :math:`W_{ih}`).
-The bias is added inside each step. The per-step formulas are each cell's
+The bias is added inside each step: ``zs`` holds :math:`W_{ih} x_t` alone, the step sees
+:math:`z_t = W_{ih} x_t + b`, and the ``custom_vjp`` differentiates ``(w_hh, b, extras, zs, carry0)``,
+with :math:`\partial L/\partial b = \sum_t dz_t` and ``zs``'s cotangent :math:`dz_t`. A call covers
+all ``T`` steps, or one chunk of them: :func:`lstm_jax.unroll.unroll` calls it once per chunk under
+``remat``/``truncate`` and, on the CPU, for ``T >= 256`` (``unroll.DEFAULT_CHUNK``, about 128 steps),
+so "one GEMM" is one per chunk there. The per-step formulas are each cell's
 :class:`~lstm_jax.cells.Kernel` (``docs/maths.md``), which the manual BPTT of :mod:`lstm_jax.bptt`
 runs too. A cell whose gates are not a plain sum of the two projections (the GRU) returns the
 recurrent pre-activation's gradient :math:`da_t` apart from :math:`dz_t`
@@ -170,6 +175,8 @@ def backward(
     r"""The reverse scan of BPTT: ``(∂L/∂carry0, StepGrads (T, *batch, G·D) each, h_prev (T, *batch, D))``.
 
     ``h_prev`` is the recurrent operand of each step: :math:`m \odot h_{t-1}` under recurrent dropout.
+    With ``reverse=True`` the step before step ``t`` is step ``t+1`` (:func:`previous_carries`): the
+    formulas read :math:`h_{t+1}`, and ``carry0`` enters at each sequence's last valid step.
     Under zoneout (``saved`` is ``(saved, raw)``, :func:`_forward`) a step's carry gradient splits:
     :math:`(1-d_t) \odot dc_t` to the step's own output, :math:`d_t \odot dc_t` straight to the previous carry.
 
@@ -184,6 +191,8 @@ def backward(
 
     def body(dcarry, inputs):
         dh_out, raw, carry_prev, saved_t, v, keep = inputs
+        # dtotal: the h field is the total dh_t (output + W_hhᵀ da_{t+1}); the LSTM's c field is only
+        # what step t+1 sent (f_{t+1} ⊙ dc_{t+1}, plus peephole terms): grad_step adds the path through h_t.
         dtotal = _add_to_hidden(dcarry, dh_out)
         draw = dtotal if keep is None else jax.tree.map(lambda d, g: (1 - d) * g, keep, dtotal)
         dcarry_prev, grads = kernel.grad_step(extras, draw, raw, carry_prev, saved_t)

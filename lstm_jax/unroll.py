@@ -5,7 +5,9 @@ function ``step(params, carry, x) -> (carry, y)`` (then nothing is hoisted and `
 given).
 
 The input projection :math:`z_t = W_{ih} x_t + b` of all ``T`` steps is one matmul before the
-scan; the scan body does only the recurrent matmul and the pointwise work. Sequences are
+scan (one per chunk where time is chunked: ``remat``, ``truncate``, and on the CPU's fast path
+``T >= 256``, :data:`DEFAULT_CHUNK`); the scan body does only the recurrent matmul and the pointwise
+work. Sequences are
 batch-major ``(*batch, T, M)`` by default (like flax ``nn.RNN`` and Keras) and time-major
 ``(T, *batch, M)`` with ``time_major=True``; the scan always runs time-major.
 
@@ -28,10 +30,16 @@ an outer ``lax.scan``. With ``remat="sqrt"`` (``K = ⌈√T⌉``) or ``remat=K``
 ``jax.checkpoint``: the backward pass keeps only the carries between chunks and recomputes one
 chunk at a time, so the memory of BPTT falls from ``O(T)`` per-step intermediates to ``O(T/K + K)``
 (plus the outputs). ``remat="step"`` checkpoints every step of the plain scan instead.
-``truncate=K`` is truncated BPTT: the carry enters each chunk under ``stop_gradient``, so gradients
-reach back at most ``K`` steps (and none reaches ``carry0``); the forward numbers are unchanged.
-Chunks are counted from step 0 of the padded batch; a sequence that ended in an earlier chunk is
-not cut again, so the gradient of its final carry reaches back to the start of its last chunk.
+``truncate=K`` is chunk-aligned truncated BPTT: the carry enters each chunk under ``stop_gradient``;
+the forward numbers are unchanged. The cuts sit at steps ``0, K, 2K, ...`` of the batch (not a
+sliding window), so a loss at step ``t`` reaches back ``(t mod K) + 1`` steps, a sawtooth between 1
+and ``K``. With ``reverse=True`` the first chunk the outer scan meets is the last, partial one (when ``K`` does not
+divide ``T``), and a
+loss at ``t`` reaches forward to the end of its chunk. A cut applies only to a sequence with valid
+steps in the chunk: a sequence that ended in an earlier chunk is not cut again, so the gradient of
+its final carry reaches back to the start of its last chunk; every sequence with ``length >= 1``
+is cut before its first step, so no gradient reaches its ``carry0``, but a sequence of length 0 is
+never cut: its final carry *is* its ``carry0``, and the final carry's gradient reaches it.
 """
 
 from __future__ import annotations
