@@ -1,4 +1,4 @@
-r"""Pins the source article's errata E1–E8; ``docs/errata.md`` explains each one.
+r"""Pins the source article's errata E1–E13; ``docs/errata.md`` explains each one.
 
 Pattern: the article's formula *as written* is transcribed here (it does not belong in the
 library), and the test shows that it fails the check — it disagrees with ``jax.grad`` or with the
@@ -12,6 +12,8 @@ dimension is a shape error rather than a silent coincidence.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -367,3 +369,166 @@ def test_e5_jacobian_product_is_in_descending_order(seed):
         ascending = ascending @ factor  # diag(f'(a_{t+1})) U ⋯ diag(f'(a_s)) U
     assert relative_error(descending, jacobian) <= PASS
     assert relative_error(ascending, jacobian) >= FAIL
+
+
+# ----------------------------------------------------------------------------------------------
+# E9: L_t = −(y_t ln ŷ_t + (1 − y_t) ln(1 − ŷ_t)) has no Σ over the N outputs: a vector, not a loss.
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e9_step_loss_sums_over_the_outputs(seed):
+    rng = np.random.default_rng(seed)
+    o = _normal(rng, N)
+    y = jnp.asarray(rng.integers(0, 2, N), jnp.float64)
+
+    def article_step_loss(o):  # as printed: elementwise in the N outputs
+        y_hat = jax.nn.sigmoid(o)
+        return -(y * jnp.log(y_hat) + (1 - y) * jnp.log(1 - y_hat))
+
+    def corrected_step_loss(o):  # −Σ_k (y_k ln ŷ_k + (1 − y_k) ln(1 − ŷ_k))
+        return jnp.sum(article_step_loss(o))
+
+    assert article_step_loss(o).shape == (N,)  # one value per output, not a scalar loss
+    with pytest.raises(TypeError, match="scalar"):
+        jax.grad(article_step_loss)(o)  # gradient descent needs a scalar L
+    assert corrected_step_loss(o).shape == ()
+    kind = "sigmoid_binary_cross_entropy"
+    assert relative_error(corrected_step_loss(o), losses.step_loss(kind, o, y)) <= PASS
+    assert relative_error(jax.grad(corrected_step_loss)(o), losses.step_loss_grad(kind, o, y)) <= PASS
+
+
+# ----------------------------------------------------------------------------------------------
+# E10: the BPTT section writes ∂h_t/∂W for the total derivative (its T line) and for the immediate
+# partial, h_{t-1} held fixed (its general line); the doc's ∂⁺h_t/∂W names the immediate one.
+
+
+def _rnn_recurrent_jacobians(p, U):
+    """∂h_t/∂U for t = 1..T, one sequence per batch row: (total, immediate), each (T, B, D, D, D).
+
+    total: through h_1, …, h_{t-1} too (``jax.jacobian`` of the unroll); immediate (∂⁺): h_{t-1} held fixed.
+    """
+    cell = cells.rnn_cell("tanh")
+
+    def hs_of(U):
+        return unroll(cell, p.params._replace(w_hh=U), p.xs)[1]  # (B, T, D)
+
+    hs = hs_of(U)
+    total = jnp.moveaxis(jax.jacobian(hs_of)(U), 1, 0)  # (T, B, D, D, D)
+    h_prev = jnp.concatenate([jnp.zeros((B, 1, D), jnp.float64), hs[:, :-1]], axis=1)
+
+    def step_of(U, t):
+        return cells.rnn_step(p.params._replace(w_hh=U), h_prev[:, t], p.xs[:, t])[1]
+
+    immediate = jnp.stack([jax.jacobian(step_of)(U, t) for t in range(T)])
+    return hs, total, immediate
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e10_bptt_mixes_immediate_and_total_partials(seed):
+    p = _rnn_problem(seed)
+    U = p.params.w_hh  # the article's W in its BPTT section (E1)
+    hs, total, immediate = _rnn_recurrent_jacobians(p, U)
+    y_hat = jax.nn.softmax(cells.dense(p.head, hs))
+    dL_dhT = (y_hat[:, -1] - p.targets[:, -1]) / B @ p.head.w  # ∂L_T/∂h_T, batch-averaged, (B, D)
+    _, last_only = bptt.autodiff_bptt(
+        cells.rnn_cell("tanh"), p.params, p.head, p.xs, p.targets, loss=LOSS, reduction="last"
+    )
+    reference = last_only.cell.w_hh  # jax.grad of L_T
+
+    # The T line: ∂L/∂W = ∂L/∂ŷ_T ∂ŷ_T/∂o_T ∂o_T/∂h_T ∂h_T/∂W is right only with the total derivative.
+    def t_line(dhT_dW):
+        return jnp.einsum("bi,bijk->jk", dL_dhT, dhT_dW)
+
+    assert relative_error(t_line(total[-1]), reference) <= PASS
+    assert relative_error(t_line(immediate[-1]), reference) >= FAIL
+
+    # The general line: Σ_t ... ∂h_T/∂h_t ∂h_t/∂W is right only with the immediate partial ∂⁺h_t/∂W.
+    dhT_dht = [
+        jax.jacobian(lambda h, t=t: unroll(cells.rnn_cell("tanh"), p.params, p.xs[:, t + 1 :], h)[0])(hs[:, t])
+        for t in range(T)
+    ]
+    dhT_dht = jnp.stack([jnp.einsum("bibj->bij", j) for j in dhT_dht])  # (T, B, D, D): rows are independent
+
+    def general_line(dht_dW):
+        return jnp.einsum("bi,tbij,tbjkl->kl", dL_dhT, dhT_dht, dht_dW)
+
+    assert relative_error(general_line(immediate), reference) <= PASS
+    assert relative_error(general_line(total), reference) >= FAIL  # counts the earlier steps again
+
+
+# ----------------------------------------------------------------------------------------------
+# E11: [W_f, U_f]·[h_{t-1}, x_t]^T: with column vectors, [h_{t-1}, x_t] is a D × 2 matrix (only when
+# M = D), and its transpose cannot meet [W_f, U_f]; the column meant is [h_{t-1}; x_t] ∈ R^{D+M}.
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e11_concatenation_is_a_column(seed):
+    params, carry, x = _lstm_problem(seed)
+    _, _, Ws, Us, bs = _article_blocks(params)
+    h, x = carry.h[0], x[0]  # one sequence: column vectors h_{t-1} ∈ R^D, x_t ∈ R^M
+    W_f, U_f = Ws["f"], Us["f"]
+    fused = jnp.concatenate([W_f, U_f], axis=1)  # [W_f, U_f] ∈ R^{D×(D+M)}
+    with pytest.raises((TypeError, ValueError), match="shape"):
+        jnp.stack([h, x], axis=1)  # [h_{t-1}, x_t] side by side: columns of different lengths, M != D
+    square = _normal(np.random.default_rng(seed), D)  # even an x_t ∈ R^D, where the pair exists ...
+    assert jnp.stack([h, square], axis=1).T.shape == (2, D)
+    with pytest.raises(TypeError, match="dot_general"):
+        fused @ jnp.stack([h, square], axis=1).T  # ... gives [h, x]ᵀ ∈ R^{2×D}, which (D, D+M) cannot multiply
+    column = jnp.concatenate([h, x])  # [h_{t-1}; x_t] = [h_{t-1}ᵀ, x_tᵀ]ᵀ ∈ R^{D+M}
+    assert relative_error(fused @ column, W_f @ h + U_f @ x) <= PASS
+    assert relative_error(jax.nn.sigmoid(fused @ column + bs["f"]), jax.nn.sigmoid(W_f @ h + U_f @ x + bs["f"])) <= PASS
+
+
+# ----------------------------------------------------------------------------------------------
+# E12: σ's range written [0, 1]; σ(x) = 1 / (1 + e^{−x}) ∈ (0, 1), both ends open (wording only).
+
+
+def test_e12_sigmoid_range_is_open():
+    x = jnp.linspace(-700.0, 700.0, 2801, dtype=jnp.float64)
+    # In log space float64 resolves both ends: ln σ(x) < 0 (σ < 1) and ln(1 − σ(x)) = ln σ(−x) < 0 (σ > 0),
+    # finite (σ > 0): neither 0 nor 1 is attained, so a gate is never fully shut or fully open.
+    for log_value in (jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)):
+        assert bool(jnp.all(jnp.isfinite(log_value))) and bool(jnp.all(log_value < 0))
+    # σ itself rounds to 1 for x ≥ 37 (1 − σ(37) ≈ 8.5e-17 < ε/2): a closed [0, 1] is what floats show, not σ.
+    assert float(jax.nn.sigmoid(jnp.float64(37.0))) == 1.0
+    assert float(jax.nn.log_sigmoid(jnp.float64(37.0))) < 0
+    # σ(x) = ½ + ½ tanh(x/2), and |tanh| < 1.
+    assert relative_error(jax.nn.sigmoid(x), 0.5 + 0.5 * jnp.tanh(x / 2)) <= PASS
+
+
+# ----------------------------------------------------------------------------------------------
+# E13: §2.2 says the cell state does "现行的循环信息传递" ("current" recurrent transmission), a typo for
+# "线性的" (linear): c_t is linear in c_{t-1}, ∂c_t/∂c_{t-1} = diag(f_t), which the cell-state argument rests on.
+
+ARTICLE_LINE_164 = "专门进行现行的循环信息传递，同时输出（非线性地）输出信息给隐层状态"  # as printed (excerpt)
+CORRECTED_LINE_164 = ARTICLE_LINE_164.replace("现行", "线性")
+REPO = Path(__file__).resolve().parents[1]
+SEED_ARTICLE = REPO.parent / "shared" / "seed" / "rnn_lstm_article.zh.md"  # the helpers' copy; absent in CI
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_e13_cell_state_is_linear_not_current(seed):
+    text = (REPO / "docs" / "errata.md").read_text(encoding="utf-8")
+    section = text[text.index("## E13") :]
+    assert ARTICLE_LINE_164 in section and CORRECTED_LINE_164 in section  # the doc quotes both
+    # The word the argument needs: with the gates fixed by (h_{t-1}, x_t), c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t is
+    # linear in c_{t-1} (no peepholes), ∂c_t/∂c_{t-1} = diag(f_t) whatever c_{t-1}; h_t = o_t ⊙ tanh(c_t) is not.
+    params, carry, x = _lstm_problem(seed)
+    h, c, x = carry.h[0], carry.c[0], x[0]
+
+    def step(c):
+        return cells.lstm_step(params, LSTMState(h, c), x)[0]
+
+    f = jax.nn.sigmoid(add_bias(h @ params.w_hh.T + x @ params.w_ih.T, params.b)[D : 2 * D])  # gate order i, f, g, o
+    for c_prev in (c, 3 * c + 1):
+        assert relative_error(jax.jacobian(lambda c: step(c).c)(c_prev), jnp.diag(f)) <= PASS
+    dh_dc = [jax.jacobian(lambda c: step(c).h)(c_prev) for c_prev in (c, 3 * c + 1)]
+    assert relative_error(dh_dc[0], dh_dc[1]) >= FAIL  # tanh(c_t): the output side is nonlinear
+
+
+def test_e13_article_has_the_typo_at_line_164():
+    if not SEED_ARTICLE.exists():
+        pytest.skip(f"the article is not shipped with the repository ({SEED_ARTICLE} absent)")
+    lines = SEED_ARTICLE.read_text(encoding="utf-8").splitlines()
+    assert ARTICLE_LINE_164 in lines[163]  # line 164, counted from 1
+    assert "线性的循环" not in "\n".join(lines)
