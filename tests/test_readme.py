@@ -1,33 +1,20 @@
-"""The README's promises: its set-up commands are what CI runs, and its tour code runs."""
+"""The README's promises: its set-up commands are what CI runs; its tour and its peers' section are there (they run,
+with every block of the docs, in tests/test_docs.py, by tests/_doc_blocks.py)."""
 
-import pathlib
-import re
+import _doc_blocks as docs
 
-import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
-
-
-def _blocks(language):
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+BASH = docs.blocks("README.md", language="bash")
+PYTHON = docs.blocks("README.md", language="python")
 
 
 def test_ci_runs_the_readme_test_command():
-    commands = [block.strip() for block in _blocks("bash")]
+    commands = [block.code.strip() for block in BASH]
     assert len(commands) >= 2, "the README opens with two set-up commands"
     install_and_run, install_and_test = commands[:2]
-    assert "lstm-jax" in install_and_run
-    assert install_and_test in (ROOT / ".ci" / "run").read_text()
-
-
-@pytest.mark.parametrize("index", range(len(_blocks("python"))))
-def test_python_blocks_run(index):
-    """Each ```python block of the README (the tour, the peers' section) runs as it is, on its own."""
-    block = _blocks("python")[index]
-    line = README[: README.index(block)].count("\n") + 1
-    exec(compile("\n" * (line - 1) + block, "README.md", "exec"), {})
+    assert [argv[:2] for _, argv in docs.commands(BASH[0])] == [["lstm-jax", "train"]], install_and_run
+    assert install_and_test in (docs.ROOT / ".ci" / "run").read_text()
 
 
 def test_the_readme_has_its_two_python_blocks():
-    assert len(_blocks("python")) == 2  # the tour and the peers' section; a lost fence would drop one
+    # the tour and the peers' section; a lost fence would drop one
+    assert [b.section for b in PYTHON] == ["A tour", "Coming from PyTorch, flax, Keras, Haiku or Equinox"]
