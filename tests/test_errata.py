@@ -3,7 +3,8 @@ r"""Pins the source article's errata E1–E13; ``docs/errata.md`` explains each 
 Pattern: the article's formula *as written* is transcribed here (it does not belong in the
 library), and the test shows that it fails the check — it disagrees with ``jax.grad`` or with the
 article's own per-gate equations, or it cannot be evaluated because the shapes do not match —
-while the corrected formula, the one the library implements, passes.
+while the corrected formula, the one the library implements, passes. The two wording errata (E12, E13)
+pin the numerical fact the corrected wording states, and the quoted text.
 
 Everything runs in float64 (``jax.enable_x64`` around each test, never globally). "Passes" means a
 relative error (:func:`lstm_jax.gradcheck.relative_error`) of at most ``1e-10``; "fails" means at
@@ -447,7 +448,7 @@ def test_e10_bptt_mixes_immediate_and_total_partials(seed):
         jax.jacobian(lambda h, t=t: unroll(cells.rnn_cell("tanh"), p.params, p.xs[:, t + 1 :], h)[0])(hs[:, t])
         for t in range(T)
     ]
-    dhT_dht = jnp.stack([jnp.einsum("bibj->bij", j) for j in dhT_dht])  # (T, B, D, D): rows are independent
+    dhT_dht = jnp.stack([jnp.einsum("bibj->bij", j) for j in dhT_dht])  # (T, B, D, D): the sequences are independent
 
     def general_line(dht_dW):
         return jnp.einsum("bi,tbij,tbjkl->kl", dL_dhT, dhT_dht, dht_dW)
