@@ -7,7 +7,7 @@
   library that is not installed skips and says what to install (:data:`PEERS`). A block that names a run directory
   made by a ```bash block of its page (``lstm-jax train ... --out DIR``) runs beside a tiny run of that block
   (:func:`made_run`: the train line with :data:`TINY_RUN`, the export lines as they are).
-- A ```bash block is shell (``bash -n`` parses it), and each of its commands, as every command line of a plain
+- A ```bash (or ```sh, ```shell) block is shell (``bash -n`` parses it), and each of its commands, as every command line of a plain
   block, is checked without training (:func:`check_command`): ``lstm-jax ...`` parses with ``lstm_jax.cli``'s own
   parser, a ``train`` line's config exists and loads with its ``--set`` overrides, ``lstm-jax list`` and ``--help``
   run (they are cheap); ``python experiments/X.py ...`` names a script that exists and whose own parser (the one its
@@ -16,11 +16,11 @@
   ``--flag`` is one the command has, each ``a|b`` after it among its choices. Install and test commands (``pip``,
   ``python -m venv``, ``pytest``) are not run: the README's two set-up commands are checked to be CI's
   (``tests/test_readme.py``).
-- A ```yaml block loads (``yaml.safe_load``); one with a ``task`` is a config and loads as one
+- A ```yaml (or ```yml) block loads (``yaml.safe_load``); one with a ``task`` is a config and loads as one
   (``lstm_jax.config.config_from_dict``).
-- A plain ````` block (no language) is not code: maths, tables, printed output, a shell script shown whole. Its lines
-  that are commands (as above) are checked as commands, and the rest is text. Any other language fails
-  (:data:`LANGUAGES`), so a typo such as ```pyhton cannot hide a block.
+- A plain ````` block (no language), a ```text or a ```math block is not code: maths, tables, printed output, a
+  usage synopsis, printed output. Its lines that are commands (as above) are checked as commands, and the rest is
+  text; one that opens with ``#!/bin/bash`` is a shell script shown whole and parses (``bash -n``) too. Any other language fails (:data:`LANGUAGES`), so a typo such as ```pyhton cannot hide a block.
 
 Every failure names the page, the line and the section: ``docs/x.md:12: the python block in section 'A > B' ...``.
 """
@@ -53,8 +53,9 @@ PAGES = (
     "experiments/README.md",
 )
 
-#: The fence languages the tests know; "" is a plain block (text, maths, output).
-LANGUAGES = ("python", "bash", "yaml", "")
+#: The fence languages the tests know, by what they get; "" (a plain block), text and math are not code.
+SHELL, YAML, TEXT = ("bash", "sh", "shell"), ("yaml", "yml"), ("", "text", "math")
+LANGUAGES = ("python", *SHELL, *YAML, *TEXT)
 
 #: A peer a python block may import -> what to install. A block importing one that is missing skips.
 PEERS = {
@@ -81,7 +82,7 @@ TINY_RUN = (
 
 class Block(NamedTuple):
     page: str  # relative to the repository root, e.g. "docs/coming_from.md"
-    language: str  # "python", "bash", "yaml", "" (plain)
+    language: str  # "python", "bash", "yaml", "" (plain): see LANGUAGES
     section: str  # "## title", with " > ### title" inside a subsection; the page's "# title" before any "##"
     line: int  # the line of the block's first code line in the page (1-based)
     code: str
@@ -228,7 +229,7 @@ _RUNS: dict[str, pathlib.Path] = {}
 def run_dirs(page: str) -> list[str]:
     """The run directories the page's ```bash blocks train into (``lstm-jax train ... --out DIR``)."""
     found = []
-    for block in blocks(page, language="bash"):
+    for block in [b for b in blocks(page) if b.language in SHELL]:
         for _, argv in commands(block):
             if argv[:2] == ["lstm-jax", "train"] and "--out" in argv:
                 found.append(argv[argv.index("--out") + 1])
@@ -245,7 +246,7 @@ def made_run(page: str, tmp_path_factory) -> pathlib.Path:
 
     home = tmp_path_factory.mktemp(pathlib.Path(page).stem)
     with contextlib.chdir(home) if hasattr(contextlib, "chdir") else _chdir(home):
-        for block in blocks(page, language="bash"):
+        for block in [b for b in blocks(page) if b.language in SHELL]:
             for line, argv in commands(block):
                 where = f"{page}:{line}: in section {block.section!r}"
                 if argv[:2] == ["lstm-jax", "train"]:
@@ -499,13 +500,18 @@ def check_block(block: Block) -> None:
             f"{block.page}:{block.line - 1}: a ```{block.language} block in section {block.section!r}: "
             f"the doc tests know {LANGUAGES} (tests/_doc_blocks.py)"
         )
-    if block.language == "bash":
+    if block.language in SHELL or is_script(block):
         check_shell(block)
-    if block.language == "yaml":
+    if block.language in YAML:
         check_yaml(block)
     check_commands(block)
 
 
+def is_script(block: Block) -> bool:
+    """A plain block that is a shell script shown whole (``#!/bin/bash``, ``#!/usr/bin/env bash``)."""
+    return block.language in TEXT and bool(re.match(r"#!\S*(/|env )(ba)?sh\b", block.code))
+
+
 def checked(block: Block) -> bool:
     """Whether a non-python block has anything to check (a plain block of text or maths has not)."""
-    return block.language not in ("", "python") or bool(commands(block))
+    return block.language not in (*TEXT, "python") or bool(commands(block))

@@ -125,6 +125,18 @@ def test_the_right_commands_pass_and_shell_syntax_is_checked(tmp_path):
         docs.check_block(typo)
 
 
+def test_maths_and_text_are_not_code(tmp_path):
+    body = "# P\n```math\n\\sigma(x) = 1 / (1 + e^{-x})\n```\n```text\nlstm-jax train CONFIG.yaml [--set KEY=VALUE ...]\n```\n"
+    maths, synopsis = _page(tmp_path, body)
+    assert not docs.checked(maths) and docs.checked(synopsis)
+    (script,) = _page(tmp_path, "# P\n```\n#!/bin/bash\nif true; then\n  lstm-jax list\n```\n")
+    assert docs.is_script(script) and not docs.is_script(maths)
+    with pytest.raises(AssertionError, match=r"page\.md:\d+: the bash block in section 'P' does not parse"):
+        docs.check_block(script)
+    docs.check_block(maths)
+    docs.check_block(synopsis)
+
+
 def test_a_yaml_block_loads_as_a_config(tmp_path):
     body = "# P\n```yaml\ntask: {name: adding}\nmodel: {hidden_size: 8}\n```\n```yaml\ntask: {name: adding}\nmodel: {hiden_size: 8}\n```\n"
     good, wrong = _page(tmp_path, body)
