@@ -40,11 +40,15 @@ GRU_PUBLISHED = (
     "Jozefowicz et al. 2015: forget bias 1 closes the LSTM-GRU gap"
 )
 
-#: name -> configs, the grid of --set overrides, and what the literature reports per config and T.
+#: Seeds per grid point unless ``--seeds`` says otherwise (0 .. SEEDS - 1): enough for a success rate's interval.
+SEEDS = 10
+
+#: name -> configs, the grid of --set overrides (the seeds are added by :func:`runs`), and what the literature
+#: reports per config and T.
 EXPERIMENTS = {
     "adding": {
         "configs": ["configs/adding_lstm.yaml", "configs/adding_gru.yaml", "configs/adding_rnn.yaml"],
-        "grid": {"task.params.T": [50, 100, 200], "seed": [0, 1, 2]},
+        "grid": {"task.params.T": [50, 100, 200]},
         "published": {
             "adding_lstm": "Arjovsky et al. 2016 Fig. 2: LSTM MSE falls to ~0 for T = 100, 200, 400",
             "adding_gru": GRU_PUBLISHED,
@@ -53,14 +57,14 @@ EXPERIMENTS = {
     },
     "clipping": {
         "configs": ["configs/clipping_rnn.yaml"],
-        "grid": {"optim.clip_norm": ["null", 10, 1], "seed": [0, 1, 2, 3, 4]},
+        "grid": {"optim.clip_norm": ["null", 10, 1]},
         "published": {
             "clipping_rnn": "Pascanu et al. 2013: without clipping, exploding gradients derail SGD; clipping prevents it",
         },
     },
     "copy": {
         "configs": ["configs/copy_lstm.yaml", "configs/copy_gru.yaml", "configs/copy_rnn.yaml"],
-        "grid": {"task.params.T": [10, 20], "seed": [0, 1, 2]},
+        "grid": {"task.params.T": [10, 20]},
         "published": {
             "copy_lstm": "Arjovsky et al. 2016 Fig. 1: LSTM beats the baseline only partly (T = 100+)",
             "copy_gru": GRU_PUBLISHED,
@@ -73,7 +77,7 @@ EXPERIMENTS = {
             "configs/temporal_order_gru.yaml",
             "configs/temporal_order_rnn.yaml",
         ],
-        "grid": {"task.params.T": [20, 50, 100], "seed": [0, 1, 2]},
+        "grid": {"task.params.T": [20, 50, 100]},
         "published": {
             "temporal_order_lstm": "Hochreiter & Schmidhuber 1997: LSTM solves 6a (T ~ 100)",
             "temporal_order_gru": GRU_PUBLISHED,
@@ -86,60 +90,112 @@ EXPERIMENTS = {
 DIVERGED_FACTOR = 10
 
 
-def runs(experiment: str):
-    """``(config path, overrides, run name)`` for every point of the experiment's grid."""
+def runs(experiment: str, seeds: int = SEEDS):
+    """``(config path, overrides, run name)`` for every point of the experiment's grid, seeds 0 .. seeds - 1."""
     spec = EXPERIMENTS[experiment]
-    keys = list(spec["grid"])
+    grid = {**spec["grid"], "seed": list(range(seeds))}
     for config in spec["configs"]:
-        for values in itertools.product(*spec["grid"].values()):
-            overrides = [f"{k}={v}" for k, v in zip(keys, values)]
-            name = pathlib.Path(config).stem + "_" + "_".join(f"{k.split('.')[-1]}{v}" for k, v in zip(keys, values))
+        for values in itertools.product(*grid.values()):
+            overrides = [f"{k}={v}" for k, v in zip(grid, values)]
+            name = pathlib.Path(config).stem + "_" + "_".join(f"{k.split('.')[-1]}{v}" for k, v in zip(grid, values))
             yield config, overrides, name
 
 
-def run_grid(experiment: str, cells: list[str] | None = None) -> list[dict]:
+def run_grid(experiment: str, cells: list[str] | None = None, seeds: int = SEEDS, jobs: int = 1) -> list[dict]:
     """Run the experiment's grid and write its results file; returns its rows, in the grid's order.
 
     With ``cells``, only the configs whose ``model.cell`` is one of them run; every other grid point
     keeps its row from the committed results file (left out, with a message, if the file lacks it).
+    A grid point whose run directory holds a finished run is not trained again. With ``jobs > 1`` the
+    runs train in that many worker processes (spawned, one run at a time each); the results file is
+    rewritten as each run finishes, in the grid's order.
     """
-    from lstm_jax import rundir
     from lstm_jax.config import load_config
-    from lstm_jax.train import NonFiniteError, fit
 
-    grid = list(runs(experiment))
+    if seeds < 1 or jobs < 1:
+        raise ValueError(f"seeds, jobs: expected positive integers, got {seeds}, {jobs}")
+    grid = list(runs(experiment, seeds))
     selected = {c for c, _, _ in grid if cells is None or load_config(ROOT / c).model.cell in cells}
     if cells is not None and not selected:
         raise ValueError(f"cells: expected the cell of one of {EXPERIMENTS[experiment]['configs']}, got {cells}")
     kept = {} if cells is None else {row["run"]: row for row in _committed_rows(experiment)}
     done: dict[str, dict] = {}
+    todo = []
     for config_path, overrides, name in grid:
         if config_path not in selected:
             if name in kept:
                 done[name] = kept[name]
             else:
                 print(f"{name}: not in {experiment}.json, left out (run without --cells to add it)", flush=True)
-            continue
-        run_dir = RUNS / experiment / name
-        summary_path = run_dir / rundir.SUMMARY
-        if summary_path.exists() and rundir.read_summary(run_dir)["status"] in ("completed", "solved", "non_finite"):
-            summary = rundir.read_summary(run_dir)
+        elif _finished(RUNS / experiment / name):
+            done[name] = _row(experiment, config_path, overrides, name)
         else:
-            config = load_config(ROOT / config_path, overrides)
-            try:
-                summary = fit(config, run_dir, resume=(run_dir / rundir.CHECKPOINTS).exists())
-            except NonFiniteError as error:  # a diverged run is a result, recorded in its summary
-                print(f"{name}: {error}", flush=True)
-                summary = rundir.read_summary(run_dir)
-        row = {"run": name, "config": pathlib.Path(config_path).stem, "overrides": overrides, **summary}
-        row["curve"] = curve(rundir.read_metrics(run_dir))
-        done[name] = row
-        final = summary["final"] or {}
-        print(f"{name}: {summary['status']} at step {summary['steps']}, loss {final.get('loss')}", flush=True)
+            todo.append((config_path, overrides, name))
+    for config_path, overrides, name in _train(experiment, todo, jobs):
+        done[name] = row = _row(experiment, config_path, overrides, name)
+        print(f"{name}: {row['status']} at step {row['steps']}, loss {(row['final'] or {}).get('loss')}", flush=True)
         write_results(experiment, _in_grid_order(grid, done, kept))
     rows = _in_grid_order(grid, done, kept)
     write_results(experiment, rows)
     return rows
+
+
+def _finished(run_dir: pathlib.Path) -> bool:
+    from lstm_jax import rundir
+
+    return (run_dir / rundir.SUMMARY).exists() and rundir.read_summary(run_dir)["status"] in (
+        "completed",
+        "solved",
+        "non_finite",
+    )
+
+
+def _row(experiment: str, config_path: str, overrides: list[str], name: str) -> dict:
+    """A finished run's results row: its summary, the grid point and its evaluation curve."""
+    from lstm_jax import rundir
+
+    run_dir = RUNS / experiment / name
+    summary = rundir.read_summary(run_dir)
+    row = {"run": name, "config": pathlib.Path(config_path).stem, "overrides": overrides, **summary}
+    row["curve"] = curve(rundir.read_metrics(run_dir))
+    return row
+
+
+def _train(experiment: str, todo: list[tuple], jobs: int):
+    """Train the grid points of ``todo``; yields each one as its run finishes (a diverged run is a finished run)."""
+    import lstm_jax.train
+    from lstm_jax import rundir
+    from lstm_jax.config import load_config
+
+    def call(config_path, overrides, name):
+        """``fit`` and its arguments for one grid point (resumed where the run left checkpoints)."""
+        run_dir = RUNS / experiment / name
+        config = load_config(ROOT / config_path, overrides)
+        return lstm_jax.train.fit, (config, run_dir), {"resume": (run_dir / rundir.CHECKPOINTS).exists()}
+
+    def settle(point, result):
+        try:
+            result()
+        except lstm_jax.train.NonFiniteError as error:  # a diverged run is a result, recorded in its summary
+            print(f"{point[2]}: {error}", flush=True)
+        return point
+
+    if jobs == 1:
+        for point in todo:
+            fit, args, kwargs = call(*point)
+            yield settle(point, lambda: fit(*args, **kwargs))
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # JAX runs threads: a forked copy of it can deadlock
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = {}
+        for point in todo:
+            fit, args, kwargs = call(*point)
+            futures[pool.submit(fit, *args, **kwargs)] = point
+        for future in concurrent.futures.as_completed(futures):
+            yield settle(futures[future], future.result)
 
 
 def _committed_rows(experiment: str) -> list[dict]:
@@ -479,6 +535,13 @@ FIGURES = {
 }
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a positive integer."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -498,12 +561,18 @@ def main(argv=None) -> int:
         metavar="cell",
         help="run only the configs of these cells (e.g. gru); the other rows stay as committed",
     )
+    parser.add_argument(
+        "--seeds", type=_positive, default=SEEDS, metavar="N", help=f"seeds 0 .. N-1 per grid point (default {SEEDS})"
+    )
+    parser.add_argument(
+        "--jobs", type=_positive, default=1, metavar="J", help="train J runs at a time, one process each (default 1)"
+    )
     args = parser.parse_args(argv)
     if args.cells and (args.table or args.plot):
         parser.error("--cells selects runs to run; it does not go with --table or --plot")
     for experiment in args.experiments:
         if not (args.table or args.plot):
-            run_grid(experiment, args.cells)
+            run_grid(experiment, args.cells, args.seeds, args.jobs)
         if args.table or not args.plot:
             print(table(experiment))
         if args.plot or not args.table:

@@ -170,23 +170,24 @@ def _fake_fit(trained):
 def test_cells_runs_only_that_cell_and_keeps_the_other_rows(sweep, tmp_path, monkeypatch, capsys):
     import lstm_jax.train
 
-    committed = [r for r in sweep.read_results("copy") if r["model"]["cell"] != "gru"]
+    grid = {name for _, _, name in sweep.runs("copy", seeds=3)}
+    committed = [r for r in sweep.read_results("copy") if r["model"]["cell"] != "gru" and r["run"] in grid]
     dropped = committed.pop()  # a grid point the file lacks: left out, with a message, never trained
     (tmp_path / "copy.json").write_text(json.dumps(committed))
     monkeypatch.setattr(sweep, "RESULTS", tmp_path)
     monkeypatch.setattr(sweep, "RUNS", tmp_path / "runs")
     trained = []
     monkeypatch.setattr(lstm_jax.train, "fit", _fake_fit(trained))
-    rows = sweep.run_grid("copy", ["gru"])
+    rows = sweep.run_grid("copy", ["gru"], seeds=3)
     assert trained == [("gru", T, seed) for T in (10, 20) for seed in (0, 1, 2)]
-    expected = [name for _, _, name in sweep.runs("copy") if name != dropped["run"]]
+    expected = [name for _, _, name in sweep.runs("copy", seeds=3) if name != dropped["run"]]
     assert [r["run"] for r in rows] == expected
     assert [r for r in rows if r["model"]["cell"] != "gru"] == committed
     assert json.loads((tmp_path / "copy.json").read_text()) == rows
     assert f"{dropped['run']}: not in copy.json, left out" in capsys.readouterr().out
     again = []  # a second call reuses the finished GRU runs
     monkeypatch.setattr(lstm_jax.train, "fit", _fake_fit(again))
-    assert sweep.run_grid("copy", ["gru"]) == rows
+    assert sweep.run_grid("copy", ["gru"], seeds=3) == rows
     assert again == []
 
 
