@@ -23,6 +23,7 @@ import argparse
 import itertools
 import pathlib
 import sys
+from typing import NamedTuple
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))  # sweep_report, sweep_figures
@@ -72,6 +73,21 @@ EXPERIMENTS = {
             "copy_rnn": "Arjovsky et al. 2016 Fig. 1: RNN stays at the memoryless baseline",
         },
     },
+    "gate_init": {
+        "configs": [
+            {
+                "path": "configs/temporal_order_lstm.yaml",
+                "set": {"model.forget_bias": 0.0},
+                "name": "lstm_forget_bias0",
+            },
+            {"path": "configs/temporal_order_gru.yaml", "set": {"model.update_bias": 1.0}, "name": "gru_update_bias1"},
+        ],
+        "grid": {"task.params.T": [100]},
+        "published": {
+            "lstm_forget_bias0": "Gers et al. 2000; Jozefowicz et al. 2015: forget bias 1 is what lets the LSTM learn",
+            "gru_update_bias1": "no published run: the GRU's counterpart of forget bias 1",
+        },
+    },
     "temporal_order": {
         "configs": [
             "configs/temporal_order_lstm.yaml",
@@ -88,15 +104,29 @@ EXPERIMENTS = {
 }
 
 
+class Point(NamedTuple):
+    """One run of a grid: its config file, its ``--set`` overrides, its run name and its config's name in the
+    results (the file's stem, or the variant's name)."""
+
+    path: str
+    overrides: list[str]
+    name: str
+    config: str
+
+
 def runs(experiment: str, seeds: int = SEEDS):
-    """``(config path, overrides, run name)`` for every point of the experiment's grid, seeds 0 .. seeds - 1."""
+    """The :class:`Point` of every run of the experiment's grid, seeds 0 .. seeds - 1.
+
+    A config is a path, or ``{"path": ..., "set": {key: value}, "name": ...}``: that file with overrides of
+    its own before the grid's (a variant, named ``name`` in the results)."""
     spec = EXPERIMENTS[experiment]
     grid = {**spec["grid"], "seed": list(range(seeds))}
-    for config in spec["configs"]:
+    for entry in spec["configs"]:
+        entry = entry if isinstance(entry, dict) else {"path": entry, "set": {}, "name": pathlib.Path(entry).stem}
         for values in itertools.product(*grid.values()):
-            overrides = [f"{k}={v}" for k, v in zip(grid, values)]
-            name = pathlib.Path(config).stem + "_" + "_".join(f"{k.split('.')[-1]}{v}" for k, v in zip(grid, values))
-            yield config, overrides, name
+            overrides = [f"{k}={v}" for k, v in (*entry["set"].items(), *zip(grid, values))]
+            name = entry["name"] + "_" + "_".join(f"{k.split('.')[-1]}{v}" for k, v in zip(grid, values))
+            yield Point(entry["path"], overrides, name, entry["name"])
 
 
 def run_grid(experiment: str, cells: list[str] | None = None, seeds: int = SEEDS, jobs: int = 1) -> list[dict]:
@@ -113,25 +143,27 @@ def run_grid(experiment: str, cells: list[str] | None = None, seeds: int = SEEDS
     if seeds < 1 or jobs < 1:
         raise ValueError(f"seeds, jobs: expected positive integers, got {seeds}, {jobs}")
     grid = list(runs(experiment, seeds))
-    selected = {c for c, _, _ in grid if cells is None or load_config(ROOT / c).model.cell in cells}
+    selected = {p.path for p in grid if cells is None or load_config(ROOT / p.path).model.cell in cells}
     if cells is not None and not selected:
         raise ValueError(f"cells: expected the cell of one of {EXPERIMENTS[experiment]['configs']}, got {cells}")
     kept = {} if cells is None else {row["run"]: row for row in _committed_rows(experiment)}
     done: dict[str, dict] = {}
     todo = []
-    for config_path, overrides, name in grid:
-        if config_path not in selected:
-            if name in kept:
-                done[name] = kept[name]
+    for point in grid:
+        if point.path not in selected:
+            if point.name in kept:
+                done[point.name] = kept[point.name]
             else:
-                print(f"{name}: not in {experiment}.json, left out (run without --cells to add it)", flush=True)
-        elif _finished(RUNS / experiment / name):
-            done[name] = _row(experiment, config_path, overrides, name)
+                print(f"{point.name}: not in {experiment}.json, left out (run without --cells to add it)", flush=True)
+        elif _finished(RUNS / experiment / point.name):
+            done[point.name] = _row(experiment, point)
         else:
-            todo.append((config_path, overrides, name))
-    for config_path, overrides, name in _train(experiment, todo, jobs):
-        done[name] = row = _row(experiment, config_path, overrides, name)
-        print(f"{name}: {row['status']} at step {row['steps']}, loss {(row['final'] or {}).get('loss')}", flush=True)
+            todo.append(point)
+    for point in _train(experiment, todo, jobs):
+        done[point.name] = row = _row(experiment, point)
+        print(
+            f"{point.name}: {row['status']} at step {row['steps']}, loss {(row['final'] or {}).get('loss')}", flush=True
+        )
         report.write_results(experiment, _in_grid_order(grid, done, kept))
     rows = _in_grid_order(grid, done, kept)
     report.write_results(experiment, rows)
@@ -148,39 +180,39 @@ def _finished(run_dir: pathlib.Path) -> bool:
     )
 
 
-def _row(experiment: str, config_path: str, overrides: list[str], name: str) -> dict:
+def _row(experiment: str, point: Point) -> dict:
     """A finished run's results row: its summary, the grid point and its evaluation curve."""
     from lstm_jax import rundir
 
-    run_dir = RUNS / experiment / name
+    run_dir = RUNS / experiment / point.name
     summary = rundir.read_summary(run_dir)
-    row = {"run": name, "config": pathlib.Path(config_path).stem, "overrides": overrides, **summary}
+    row = {"run": point.name, "config": point.config, "overrides": point.overrides, **summary}
     row["curve"] = curve(rundir.read_metrics(run_dir))
     return row
 
 
-def _train(experiment: str, todo: list[tuple], jobs: int):
+def _train(experiment: str, todo: list[Point], jobs: int):
     """Train the grid points of ``todo``; yields each one as its run finishes (a diverged run is a finished run)."""
     import lstm_jax.train
     from lstm_jax import rundir
     from lstm_jax.config import load_config
 
-    def call(config_path, overrides, name):
+    def call(point):
         """``fit`` and its arguments for one grid point (resumed where the run left checkpoints)."""
-        run_dir = RUNS / experiment / name
-        config = load_config(ROOT / config_path, overrides)
+        run_dir = RUNS / experiment / point.name
+        config = load_config(ROOT / point.path, point.overrides)
         return lstm_jax.train.fit, (config, run_dir), {"resume": (run_dir / rundir.CHECKPOINTS).exists()}
 
     def settle(point, result):
         try:
             result()
         except lstm_jax.train.NonFiniteError as error:  # a diverged run is a result, recorded in its summary
-            print(f"{point[2]}: {error}", flush=True)
+            print(f"{point.name}: {error}", flush=True)
         return point
 
     if jobs == 1:
         for point in todo:
-            fit, args, kwargs = call(*point)
+            fit, args, kwargs = call(point)
             yield settle(point, lambda: fit(*args, **kwargs))
         return
     import concurrent.futures
@@ -190,7 +222,7 @@ def _train(experiment: str, todo: list[tuple], jobs: int):
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
         futures = {}
         for point in todo:
-            fit, args, kwargs = call(*point)
+            fit, args, kwargs = call(point)
             futures[pool.submit(fit, *args, **kwargs)] = point
         for future in concurrent.futures.as_completed(futures):
             yield settle(futures[future], future.result)
@@ -201,9 +233,10 @@ def _committed_rows(experiment: str) -> list[dict]:
     return report.read_results(experiment) if (report.RESULTS / f"{experiment}.json").exists() else []
 
 
-def _in_grid_order(grid: list[tuple], done: dict[str, dict], kept: dict[str, dict]) -> list[dict]:
+def _in_grid_order(grid: list[Point], done: dict[str, dict], kept: dict[str, dict]) -> list[dict]:
     """The rows run so far, or kept for grid points not yet reached, in the grid's order."""
-    return [done[name] if name in done else kept[name] for _, _, name in grid if name in done or name in kept]
+    names = [p.name for p in grid]
+    return [done[name] if name in done else kept[name] for name in names if name in done or name in kept]
 
 
 def curve(records: list[dict]) -> dict:

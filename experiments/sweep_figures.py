@@ -258,5 +258,6 @@ FIGURES = {
     "adding": _adding_figure,
     "clipping": _clipping_figure,
     "copy": _metric_figure,
+    "gate_init": _metric_figure,
     "temporal_order": _metric_figure,
 }

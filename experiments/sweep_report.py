@@ -32,9 +32,11 @@ DIVERGED_FACTOR = 10
 #: A run "left the baseline" when its final eval loss is under this fraction of the baseline. Evaluation is
 #: noisy: four batches of 64 put the adding problem's MSE of a run predicting 1 anywhere in about 0.13-0.22
 #: (a half is clear of that); the cross-entropies of copy and temporal order move by under 1% at chance.
-LEFT_BASELINE = {"adding": 0.5, "clipping": 0.5, "copy": 0.95, "temporal_order": 0.95}
+LEFT_BASELINE = {"adding": 0.5, "clipping": 0.5, "copy": 0.95, "temporal_order": 0.95, "gate_init": 0.95}
 #: Model names in sentences.
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "tanh RNN"}
+#: Variants named in sentences by their initial gate bias (experiment gate_init).
+VARIANT_NAMES = {"lstm_forget_bias0": "LSTM with forget bias 0", "gru_update_bias1": "GRU with update-gate bias 1"}
 
 
 # --- Results files -------------------------------------------------------------------------------------
@@ -128,7 +130,7 @@ def configs(rows: list[dict]) -> list[str]:
 def cell_name(rows: list[dict]) -> str:
     """The model of rows of one config, as a sentence names it (``LSTM``, ``tanh RNN``)."""
     cell = rows[0]["model"]["cell"]
-    return CELL_NAMES.get(cell, cell)
+    return VARIANT_NAMES.get(rows[0]["config"], CELL_NAMES.get(cell, cell))
 
 
 def by_config_and_T(rows: list[dict]) -> list[tuple[tuple[str, int], list[dict]]]:

@@ -19,7 +19,7 @@ def test_unknown_experiment_is_exit_2(sweep, capsys):
 
 
 def test_grid_has_seeds_zero_to_n_per_point(sweep):
-    names = [name for _, _, name in sweep.runs("copy", seeds=2)]
+    names = [p.name for p in sweep.runs("copy", seeds=2)]
     assert names == [f"copy_{cell}_T{T}_seed{s}" for cell in ("lstm", "gru", "rnn") for T in (10, 20) for s in (0, 1)]
     assert len(list(sweep.runs("temporal_order"))) == 3 * 3 * sweep.SEEDS
     assert sweep.SEEDS >= 10
@@ -91,7 +91,7 @@ def _fake_fit(trained):
 def test_cells_runs_only_that_cell_and_keeps_the_other_rows(sweep, tmp_path, monkeypatch, capsys):
     import lstm_jax.train
 
-    grid = {name for _, _, name in sweep.runs("copy", seeds=3)}
+    grid = {p.name for p in sweep.runs("copy", seeds=3)}
     committed = [r for r in sweep.report.read_results("copy") if r["model"]["cell"] != "gru" and r["run"] in grid]
     dropped = committed.pop()  # a grid point the file lacks: left out, with a message, never trained
     (tmp_path / "copy.json").write_text(json.dumps(committed))
@@ -101,7 +101,7 @@ def test_cells_runs_only_that_cell_and_keeps_the_other_rows(sweep, tmp_path, mon
     monkeypatch.setattr(lstm_jax.train, "fit", _fake_fit(trained))
     rows = sweep.run_grid("copy", ["gru"], seeds=3)
     assert trained == [("gru", T, seed) for T in (10, 20) for seed in (0, 1, 2)]
-    expected = [name for _, _, name in sweep.runs("copy", seeds=3) if name != dropped["run"]]
+    expected = [p.name for p in sweep.runs("copy", seeds=3) if p.name != dropped["run"]]
     assert [r["run"] for r in rows] == expected
     assert [r for r in rows if r["model"]["cell"] != "gru"] == committed
     assert json.loads((tmp_path / "copy.json").read_text()) == rows
