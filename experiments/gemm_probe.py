@@ -115,7 +115,9 @@ def probe(shapes, repeats: int, rounds: int = 3, log=print) -> list[dict]:
                     "n": n,
                     "library": lib,
                     "ms": round(median, 4),
-                    "gflops": float(f"{2 * m * k * n / median / 1e6:.3g}"),  # 3 significant figures: a tiny GEMM is < 1 GF/s
+                    "gflops": float(
+                        f"{2 * m * k * n / median / 1e6:.3g}"
+                    ),  # 3 significant figures: a tiny GEMM is < 1 GF/s
                     "repeats": repeats,
                     "rounds": rounds,
                     "machine": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs",

@@ -33,6 +33,14 @@ DIVERGED_FACTOR = 10
 #: noisy: four batches of 64 put the adding problem's MSE of a run predicting 1 anywhere in about 0.13-0.22
 #: (a half is clear of that); the cross-entropies of copy and temporal order move by under 1% at chance.
 LEFT_BASELINE = {"adding": 0.5, "clipping": 0.5, "copy": 0.95, "temporal_order": 0.95, "gate_init": 0.95}
+#: The experiments' names in the top-level README.
+TITLES = {
+    "adding": "Adding problem",
+    "clipping": "Gradient clipping (tanh RNN, SGD, exploding start)",
+    "copy": "Copy memory",
+    "gate_init": "Temporal order, initial gate biases",
+    "temporal_order": "Temporal order",
+}
 #: Model names in sentences.
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "tanh RNN"}
 #: Variants named in sentences by their initial gate bias (experiment gate_init).
@@ -80,8 +88,12 @@ class Rate(NamedTuple):
     low: float
     high: float
 
+    def interval(self) -> str:
+        """``11–60%``."""
+        return f"{100 * self.low:.0f}–{100 * self.high:.0f}%"
+
     def __str__(self) -> str:
-        return f"{self.k}/{self.n} ({100 * self.low:.0f}–{100 * self.high:.0f}%)"
+        return f"{self.k}/{self.n} ({self.interval()})"
 
 
 def rate(rows: list[dict], predicate) -> Rate:
@@ -236,19 +248,20 @@ def split_groups(rows: list[dict]) -> list[tuple[tuple[str, int], list[dict]]]:
 
 
 def bimodality(rows: list[dict], experiment: str) -> str:
-    """What the runs of the split groups did: whether the unsolved ones stayed at the baseline (all or
-    nothing) and by which step the solved ones solved."""
+    """What the runs of the split groups did: by which step the solved ones solved, and whether the unsolved
+    ones stayed at the baseline (all or nothing)."""
     split = split_groups(rows)
     if not split:
         return "No setting split: in each, every seed solved or none did."
     unsolved = [r for _, g in split for r in g if not solved(r)]
     stuck = [r for r in unsolved if not left_baseline(r, experiment)]
-    steps = [r["steps"] for _, g in split for r in g if solved(r)]
-    where = "; ".join(f"{cell_name(g)} {sum(map(solved, g))}/{len(g)} at T = {T}" for (_, T), g in split)
-    limit = max(r["steps"] for r in unsolved)
-    text = f"Where a setting's seeds split ({where}), the solving runs solved by step {max(steps)} "
-    text += f"(median {statistics.median(steps):.0f}); "
+    where = "; ".join(
+        f"{cell_name(g)} {sum(map(solved, g))}/{len(g)} at T = {T}, by step {max(r['steps'] for r in g if solved(r))}"
+        for (_, T), g in split
+    )
+    text = f"Where a setting's seeds split ({where}), "
     if len(stuck) == len(unsolved):
+        limit = max(r["steps"] for r in unsolved)
         losses = [final_loss(r) for r in unsolved]
         return text + (
             f"every other run was still at the baseline after {limit} steps (final loss {spread(losses)}, "
@@ -273,8 +286,11 @@ def summary(experiment: str) -> str:
     ]
     for config in configs(rows):
         name = cell_name([r for r in rows if r["config"] == config])
-        lines.append(f"- {name} solved {rates_over_T(rows, config, solved)}.")
-        lines.append(f"  Left the baseline: {rates_over_T(rows, config, lambda r: left_baseline(r, experiment))}.")
+        solved_rates = rates_over_T(rows, config, solved)
+        left_rates = rates_over_T(rows, config, lambda r: left_baseline(r, experiment))
+        lines.append(f"- {name} solved {solved_rates}.")
+        if left_rates != solved_rates:
+            lines.append(f"  Left the baseline: {left_rates}.")
     lines += ["", bimodality(rows, experiment)]
     return "\n".join(lines)
 
@@ -290,36 +306,92 @@ def clipping_summary(rows: list[dict]) -> str:
 
 
 def headline(experiment: str) -> str:
-    """One clause per experiment for the top-level README: its longest T (or each clip_norm)."""
+    """A bullet of the top-level README: each model's rate at every T, the interval at the longest
+    (clipping: the diverged rate per clip_norm). The rate is "solved", or "left the baseline" where no run
+    of the experiment solved."""
     rows = read_results(experiment)
+    title = TITLES[experiment]
     if experiment == "clipping":
-        parts = [f"{rate(g, diverged).k}/{len(g)} with clip_norm {clip}" for clip, g in by_clip_norm(rows)]
-        return "runs diverged " + ", ".join(parts)
-    predicate = solved if experiment != "copy" else (lambda r: left_baseline(r, experiment))
-    T = max(r["task"]["params"]["T"] for r in rows)
-    parts = [
-        f"{cell_name(g)} {rate(g, predicate)}" for config in configs(rows) for t, g in over_T_of(rows, config) if t == T
-    ]
-    what = "solved" if experiment != "copy" else f"ended under {LEFT_BASELINE[experiment]:g}× the baseline loss"
-    return f"at T = {T}, {what}: " + ", ".join(parts)
+        parts = [f"{rate(g, diverged)} with clip_norm {clip}" for clip, g in by_clip_norm(rows)]
+        return f"- **{title}**: k/n seeds diverged (95% interval): " + ", ".join(parts) + "."
+    if any(map(solved, rows)):
+        predicate, what = solved, f"solved ({rule(rows)})"
+    else:
+        predicate = lambda r: left_baseline(r, experiment)  # noqa: E731
+        what = f"ended under {LEFT_BASELINE[experiment]:g}× the baseline loss (none solved)"
+    Ts = sorted({r["task"]["params"]["T"] for r in rows})
+    parts = []
+    for config in configs(rows):
+        rates = [rate(g, predicate) for _, g in over_T_of(rows, config)]
+        counts = ", ".join(f"{r.k}/{r.n}" for r in rates)
+        parts.append(
+            f"{cell_name([r for r in rows if r['config'] == config])} {counts} ({str(rates[-1]).split(' (')[1]}"
+        )
+    lengths = ", ".join(map(str, Ts))
+    return (
+        f"- **{title}**: k/n seeds {what} at T = {lengths}, with the 95% interval at T = {Ts[-1]}: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def own_run(experiment: str, config: str) -> dict | None:
+    """The row of the config file's own command (its seed and settings, no ``--set``), if the sweep ran it."""
+    import yaml
+
+    path = ROOT / "configs" / f"{config}.yaml"
+    if not path.exists():
+        return None
+    settings = yaml.safe_load(path.read_text())
+
+    def value(key: str):
+        node = settings
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    def matches(row: dict) -> bool:
+        return all(value(k) == yaml.safe_load(v) for k, v in (o.split("=", 1) for o in row["overrides"]))
+
+    return next((r for r in read_results(experiment) if r["config"] == config and matches(r)), None)
+
+
+def outcome(row: dict) -> str:
+    """One run's end, e.g. ``solved at step 700 (eval loss 0.0029)``."""
+    if row["status"] == "non_finite":
+        return f"stopped on a NaN/inf at step {nan_step(row)}"
+    loss = f"eval loss {final_loss(row):.3g}"
+    metric = row["metric_name"]
+    if metric != "mse":
+        loss += f", {metric} {row['final'][metric]:.3g}"
+    return (
+        f"solved at step {row['steps']} ({loss})" if solved(row) else f"not solved after {row['steps']} steps ({loss})"
+    )
 
 
 def config_line(experiment: str, config: str) -> str:
-    """A config file's header: its sweep's rates over T (or clip_norm) for this config."""
+    """A config file's header: what its own command gives, then its sweep's rates for this config."""
     rows = [r for r in read_results(experiment) if r["config"] == config]
     if not rows:
         raise ValueError(f"config: expected one of {configs(read_results(experiment))}, got {config!r}")
+    own = own_run(experiment, config)
+    text = f"This command: {outcome(own)}. " if own else ""
+    text += f"Over {seeds_per_group(rows, experiment)} seeds (python experiments/sweep.py {experiment}): "
     if experiment == "clipping":
-        return "diverged: " + ", ".join(f"{rate(g, diverged)} with clip_norm {c}" for c, g in by_clip_norm(rows))
-    text = f"solved ({rule(rows)}) {rates_over_T(rows, config, solved)}"
+        return (
+            text
+            + "diverged "
+            + ", ".join(f"{rate(g, diverged)} with clip_norm {c}" for c, g in by_clip_norm(rows))
+            + "."
+        )
+    text += f"solved ({rule(rows)}) {rates_over_T(rows, config, solved)}"
     steps = [r["steps"] for r in rows if solved(r)]
     if steps:
         text += f"; the solving runs by step {max(steps)}"
-    factor = LEFT_BASELINE[experiment]
-    return (
-        text
-        + f"; final loss under {factor:g}x baseline: {rates_over_T(rows, config, lambda r: left_baseline(r, experiment))}"
-    )
+    left = rates_over_T(rows, config, lambda r: left_baseline(r, experiment))
+    if left != rates_over_T(rows, config, solved):
+        text += f"; final loss under {LEFT_BASELINE[experiment]:g}x the baseline: {left}"
+    return text + "."
 
 
 # --- Blocks in the documents --------------------------------------------------------------------------

@@ -108,8 +108,8 @@ def test_bimodality_says_all_or_nothing_only_when_it_is(report):
     rows = _bimodal_rows()
     text = report.bimodality(rows, "temporal_order")
     assert text == (
-        "Where a setting's seeds split (LSTM 4/10 at T = 20), the solving runs solved by step 500 (median 350); "
-        "every other run was still at the baseline after 3000 steps (final loss 1, baseline 1): all or nothing."
+        "Where a setting's seeds split (LSTM 4/10 at T = 20, by step 500), every other run was still at the "
+        "baseline after 3000 steps (final loss 1, baseline 1): all or nothing."
     )
     rows[-21]["final"]["loss"] = 0.5  # an unsolved LSTM run at T = 20 that left the baseline
     assert report.bimodality(rows, "temporal_order").endswith(
@@ -126,9 +126,15 @@ def test_no_sentence_says_solves_for_a_partial_rate(report, monkeypatch, tmp_pat
     assert "- LSTM solved 10/10 (72–100%) at T = 10, 4/10 (17–69%) at T = 20." in text
     assert "- tanh RNN solved 0/10 (0–28%) at T = 10, 0/10 (0–28%) at T = 20." in text
     assert "  Left the baseline: 1/10 (2–40%) at T = 10, 0/10 (0–28%) at T = 20." in text
-    assert report.headline("temporal_order") == "at T = 20, solved: LSTM 4/10 (17–69%), tanh RNN 0/10 (0–28%)"
-    assert report.config_line("temporal_order", "t_rnn").startswith(
-        "solved (accuracy >= 0.99) 0/10 (0–28%) at T = 10, 0/10 (0–28%) at T = 20; final loss under 0.95x"
+    assert text.count("Left the baseline") == 1  # the LSTM's line would repeat its solved rates
+    assert report.headline("temporal_order") == (
+        "- **Temporal order**: k/n seeds solved (accuracy >= 0.99) at T = 10, 20, with the 95% interval at T = 20: "
+        "LSTM 10/10, 4/10 (17–69%); tanh RNN 0/10, 0/10 (0–28%)."
+    )
+    assert report.config_line("temporal_order", "t_rnn") == (  # no configs/t_rnn.yaml: no "This command"
+        "Over 10 seeds (python experiments/sweep.py temporal_order): solved (accuracy >= 0.99) 0/10 (0–28%) at "
+        "T = 10, 0/10 (0–28%) at T = 20; final loss under 0.95x the baseline: 1/10 (2–40%) at T = 10, 0/10 (0–28%) "
+        "at T = 20."
     )
     with pytest.raises(ValueError, match=r"config: expected one of \['t_lstm', 't_rnn'\], got 't_gru'"):
         report.config_line("temporal_order", "t_gru")
@@ -158,12 +164,13 @@ def test_rewrite_fills_markdown_and_yaml_blocks_and_leaves_the_rest(report, monk
     markdown = "before\n<!-- sweep: temporal_order headline -->\nstale\n<!-- sweep: end -->\nafter\n"
     assert report.rewrite(markdown, False, lambda e: {}) == (
         "before\n<!-- sweep: temporal_order headline -->\n"
-        "at T = 20, solved: LSTM 4/10 (17–69%), tanh RNN 0/10 (0–28%)\n<!-- sweep: end -->\nafter\n"
+        "- **Temporal order**: k/n seeds solved (accuracy >= 0.99) at T = 10, 20, with the 95% interval at T = 20: "
+        "LSTM 10/10, 4/10 (17–69%); tanh RNN 0/10, 0/10 (0–28%).\n<!-- sweep: end -->\nafter\n"
     )
     assert report.rewrite(markdown, False, lambda e: {}, experiments=["copy"]) == markdown
     yaml = "# head\n# sweep: temporal_order config t_lstm\n# stale\n# sweep: end\nname: x\n"
     new = report.rewrite(yaml, True, lambda e: {})
-    assert new.startswith("# head\n# sweep: temporal_order config t_lstm\n# solved (accuracy >= 0.99) 10/10")
+    assert new.startswith("# head\n# sweep: temporal_order config t_lstm\n# Over 10 seeds (python experiments/")
     assert new.endswith("# sweep: end\nname: x\n")
     assert all(line.startswith("#") and len(line) <= 102 for line in new.splitlines()[:-1])
     assert report.rewrite(new, True, lambda e: {}) == new
