@@ -140,6 +140,33 @@ def test_no_sentence_says_solves_for_a_partial_rate(report, monkeypatch, tmp_pat
         report.config_line("temporal_order", "t_gru")
 
 
+def test_config_line_starts_with_what_the_configs_own_command_gives(report, monkeypatch, tmp_path):
+    """configs/temporal_order_lstm.yaml has T = 50 and seed 0: its own command is that row, not T = 100's."""
+    rows = [
+        _row("temporal_order_lstm", T, s, loss=0.01, solved=True, steps=100 * (s + 1))
+        for T in (50, 100)
+        for s in range(10)
+    ]
+    rows[0]["steps"] = 700
+    rows[10]["steps"] = 900  # T = 100, seed 0
+    (tmp_path / "temporal_order.json").write_text(json.dumps(rows))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert report.own_run("temporal_order", "temporal_order_lstm") == rows[0]
+    assert report.config_line("temporal_order", "temporal_order_lstm").startswith(
+        "This command: solved at step 700 (eval loss 0.01, accuracy 1). Over 10 seeds"
+    )
+    for row in rows:
+        row["overrides"][0] = "task.params.T=20"  # no run of the file's own settings
+    (tmp_path / "temporal_order.json").write_text(json.dumps(rows))
+    assert report.own_run("temporal_order", "temporal_order_lstm") is None
+    assert report.config_line("temporal_order", "temporal_order_lstm").startswith("Over 10 seeds")
+
+
+def test_outcome_of_a_run(report):
+    assert report.outcome(_row(loss=1.3863)) == "not solved after 3000 steps (eval loss 1.39, accuracy 0.25)"
+    assert report.outcome(_row(status="non_finite", steps=40)) == "stopped on a NaN/inf at step 41"
+
+
 def test_clipping_table_counts_diverged_runs_with_an_interval(report):
     rows = [_row("c_rnn", 50, s, loss=0.3, baseline=0.2) for s in range(4)]
     rows += [_row("c_rnn", 50, 4, loss=float("nan"), baseline=0.2, status="non_finite", steps=40)]
