@@ -130,7 +130,11 @@ def _curves(ax, rows: list[dict], config: str, ylabel: str) -> None:
     for base in sorted({r["baseline"]["loss"] for r in rows if r["config"] == config}):
         ax.axhline(base, color="gray", ls="--", lw=1, label=f"baseline {base:.3g}")
     _log_if_wide(ax, [x for r in rows if r["config"] == config for x in r["curve"]["loss"]])
+    last = max(r["curve"]["step"][-1] for r in rows if r["config"] == config)
+    ticks = [t for t in (100, 200, 500, 1000, 2000, 3000, 5000, 10000) if t <= last] or [last]
     ax.set_xscale("log")
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("step (log scale)")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{config}: eval loss, a line per seed (dot: solved there)", fontsize=10)

@@ -251,6 +251,8 @@ def bimodality(rows: list[dict], experiment: str) -> str:
     """What the runs of the split groups did: by which step the solved ones solved, and whether the unsolved
     ones stayed at the baseline (all or nothing)."""
     split = split_groups(rows)
+    if not any(map(solved, rows)):
+        return f"No run solved within {max(r['steps'] for r in rows)} steps."
     if not split:
         return "No setting split: in each, every seed solved or none did."
     unsolved = [r for _, g in split for r in g if not solved(r)]

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pytest
 from _util import ROOT, load_experiment
 
-EXPERIMENTS = ["adding", "clipping", "copy", "temporal_order"]
+EXPERIMENTS = ["adding", "clipping", "copy", "gate_init", "temporal_order"]
 README = (ROOT / "experiments" / "README.md").read_text()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -74,7 +74,7 @@ def test_success_rate_panel_is_solved_runs_over_seeds_with_wilson_bars(sweep, dr
         assert ends == pytest.approx([value for r in rates for value in (r.low, r.high)])
 
 
-@pytest.mark.parametrize("experiment", ["copy", "temporal_order"])
+@pytest.mark.parametrize("experiment", ["copy", "gate_init", "temporal_order"])
 def test_metric_figure_draws_every_runs_curve_and_marks_the_solved(sweep, draw, experiment):
     rows = sweep.report.read_results(experiment)
     fig = draw(experiment)
