@@ -88,6 +88,11 @@ EXPERIMENTS = {
             "gru_update_bias1": "no published run: the GRU's counterpart of forget bias 1",
         },
     },
+    "quickstart": {
+        "configs": ["configs/quickstart.yaml"],
+        "grid": {},
+        "published": {"quickstart": "Arjovsky et al. 2016 Fig. 2: LSTM MSE falls to ~0 for T = 100"},
+    },
     "temporal_order": {
         "configs": [
             "configs/temporal_order_lstm.yaml",

@@ -263,5 +263,6 @@ FIGURES = {
     "clipping": _clipping_figure,
     "copy": _metric_figure,
     "gate_init": _metric_figure,
+    "quickstart": _adding_figure,
     "temporal_order": _metric_figure,
 }

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pytest
 from _util import ROOT, load_experiment
 
-EXPERIMENTS = ["adding", "clipping", "copy", "gate_init", "temporal_order"]
+EXPERIMENTS = ["adding", "clipping", "copy", "gate_init", "quickstart", "temporal_order"]
 README = (ROOT / "experiments" / "README.md").read_text()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -59,7 +59,7 @@ def test_plot_option_writes_the_png_beside_the_results(sweep, tmp_path, monkeypa
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'copy.png'}"
 
 
-@pytest.mark.parametrize("experiment", ["adding", "copy", "temporal_order"])
+@pytest.mark.parametrize("experiment", ["adding", "copy", "gate_init", "quickstart", "temporal_order"])
 def test_success_rate_panel_is_solved_runs_over_seeds_with_wilson_bars(sweep, draw, experiment):
     report = sweep.report
     rows = report.read_results(experiment)

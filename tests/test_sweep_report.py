@@ -6,8 +6,8 @@ import json
 import pytest
 from _util import ROOT, load_experiment
 
-SWEEPS = ["adding", "clipping", "copy", "gate_init", "temporal_order"]
-#: The sweeps with a line in the top-level README and their configs' headers (gate_init's are variants).
+SWEEPS = ["adding", "clipping", "copy", "gate_init", "quickstart", "temporal_order"]
+#: The sweeps with a line in the top-level README (gate_init's configs are variants, quickstart's runs are adding's).
 HEADLINED = ["adding", "clipping", "copy", "temporal_order"]
 
 
@@ -235,7 +235,7 @@ def test_each_sweep_has_its_blocks(report):
         assert f"{experiment} table" in readme and f"{experiment} summary" in readme
     top = report.blocks((ROOT / "README.md").read_text(), False)
     assert {w.split()[0] for w in top if w.endswith("headline")} == set(HEADLINED)
-    for experiment in HEADLINED:
+    for experiment in [*HEADLINED, "quickstart"]:
         for config in report.configs(report.read_results(experiment)):
             header = (ROOT / "configs" / f"{config}.yaml").read_text()
             assert f"# sweep: {experiment} config {config}\n" in header, config
@@ -252,3 +252,14 @@ def test_docs_option_rewrites_only_the_stale_files(sweep, report, tmp_path, monk
     assert sweep.main(["clipping", "--docs"]) == 0
     assert capsys.readouterr().out == "rewrote the sweep blocks of README.md\n"
     assert stale.read_text() == fresh.read_text()
+
+
+def test_the_quickstart_runs_are_the_adding_sweeps_lstm_runs_at_T_100(report):
+    """Same config but the step limit, same seeds: a solved quickstart run is its adding twin, step for step
+    (the training is deterministic, also across the sweep's worker processes)."""
+    adding = {r["overrides"][-1]: r for r in report.read_results("adding") if r["run"].startswith("adding_lstm_T100_")}
+    quickstart = report.read_results("quickstart")
+    assert len(quickstart) >= 10 and all(r["solved"] for r in quickstart)
+    for row in quickstart:
+        twin = adding[row["overrides"][-1]]
+        assert (row["steps"], row["final"], row["curve"]) == (twin["steps"], twin["final"], twin["curve"])
