@@ -146,17 +146,23 @@ def _has_curves(rows: list[dict]) -> bool:
     return all(r.get("curve") for r in rows)
 
 
+def _grid_of_panels(rows: list[dict], below: list[str], loss_label: str):
+    """A figure with, above (when the rows hold curves), each model's eval curves (:func:`_curves`), and
+    below, empty panels named ``below`` (the first is the success rate with its intervals); ``(fig, axes)``."""
+    configs = report.configs(rows)
+    width = max(3, len(configs))
+    rows_of_panels = ([configs] if _has_curves(rows) else []) + [below]
+    mosaic = [panels + ["."] * (width - len(panels)) for panels in rows_of_panels]
+    fig, axes = _pyplot().subplot_mosaic(mosaic, figsize=(5.2 * width, 4.2 * len(mosaic)), dpi=90)
+    for config in configs if _has_curves(rows) else []:
+        _curves(axes[config], rows, config, loss_label)
+    return fig, axes
+
+
 def _adding_figure(rows: list[dict]) -> Figure:
     """Above (when the rows hold curves): eval loss against step per model, a line per seed. Below: the
     success rate with its interval, each seed's final eval MSE and the steps it used, against T."""
-    plt = _pyplot()
-    configs = report.configs(rows)
-    width = max(3, len(configs))
-    rows_of_panels = ([configs] if _has_curves(rows) else []) + [["rate", "loss", "steps"]]
-    mosaic = [panels + ["."] * (width - len(panels)) for panels in rows_of_panels]
-    fig, axes = plt.subplot_mosaic(mosaic, figsize=(5.2 * width, 4.2 * len(mosaic)), dpi=90)
-    for config in configs if _has_curves(rows) else []:
-        _curves(axes[config], rows, config, "eval loss (MSE)")
+    fig, axes = _grid_of_panels(rows, ["rate", "loss", "steps"], "eval loss (MSE)")
     _rates_over_T(axes["rate"], rows, report.solved, "solved")
     ax = axes["loss"]
     _over_T(ax, rows, report.final_loss, hollow=lambda r: not r["solved"])
@@ -180,15 +186,8 @@ def _adding_figure(rows: list[dict]) -> Figure:
 def _metric_figure(rows: list[dict]) -> Figure:
     """Above (when the rows hold curves): eval loss against step per model, a line per seed. Below: the
     success rate with its interval, the task's final metric and the final eval loss against T."""
-    plt = _pyplot()
     metric = rows[0]["metric_name"]
-    configs = report.configs(rows)
-    width = max(3, len(configs))
-    rows_of_panels = ([configs] if _has_curves(rows) else []) + [["rate", "metric", "loss"]]
-    mosaic = [panels + ["."] * (width - len(panels)) for panels in rows_of_panels]
-    fig, axes = plt.subplot_mosaic(mosaic, figsize=(5.2 * width, 4.2 * len(mosaic)), dpi=90)
-    for config in configs if _has_curves(rows) else []:
-        _curves(axes[config], rows, config, "eval loss (cross-entropy, nats)")
+    fig, axes = _grid_of_panels(rows, ["rate", "metric", "loss"], "eval loss (cross-entropy, nats)")
     _rates_over_T(axes["rate"], rows, report.solved, "success rate")
     ax = axes["metric"]
     _over_T(ax, rows, lambda r: r["final"][metric])
