@@ -178,13 +178,11 @@ def run_grid(experiment: str, cells: list[str] | None = None, seeds: int | None 
 
 
 def _finished(run_dir: pathlib.Path) -> bool:
+    """The run directory holds a run that ended: solved, completed its steps, or stopped on a NaN/inf."""
     from lstm_jax import rundir
 
-    return (run_dir / rundir.SUMMARY).exists() and rundir.read_summary(run_dir)["status"] in (
-        "completed",
-        "solved",
-        "non_finite",
-    )
+    ended = ("completed", "solved", "non_finite")
+    return (run_dir / rundir.SUMMARY).exists() and rundir.read_summary(run_dir)["status"] in ended
 
 
 def _row(experiment: str, point: Point) -> dict:
