@@ -188,7 +188,9 @@ def _metric_figure(rows: list[dict]) -> Figure:
     success rate with its interval, the task's final metric and the final eval loss against T."""
     metric = rows[0]["metric_name"]
     fig, axes = _grid_of_panels(rows, ["rate", "metric", "loss"], "eval loss (cross-entropy, nats)")
-    _rates_over_T(axes["rate"], rows, report.solved, "success rate")
+    predicate = report.main_rate(rows)[0]  # for copy, where no run solved: the runs off the baseline
+    what = "success rate" if predicate is report.solved else f"loss < {report.baseline_factor(rows):g}× baseline"
+    _rates_over_T(axes["rate"], rows, predicate, what)
     ax = axes["metric"]
     _over_T(ax, rows, lambda r: r["final"][metric])
     ax.set_ylabel(f"final {metric.replace('_', ' ')}")

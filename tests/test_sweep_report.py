@@ -96,7 +96,7 @@ def _bimodal_rows():
 
 
 def test_rate_table_has_a_row_per_model_and_T(report):
-    table = report.rate_table(_bimodal_rows(), {"t_lstm": "a paper"}, "temporal_order").splitlines()
+    table = report.rate_table(_bimodal_rows(), {"t_lstm": "a paper"}).splitlines()
     assert table[0].startswith("| model | T | solved (95% interval) | solved at step: median (max) | loss < 0.95x")
     assert len(table) == 2 + 4
     assert table[3] == (
@@ -108,19 +108,19 @@ def test_rate_table_has_a_row_per_model_and_T(report):
 
 def test_bimodality_says_all_or_nothing_only_when_it_is(report):
     rows = _bimodal_rows()
-    text = report.bimodality(rows, "temporal_order")
+    text = report.bimodality(rows)
     assert text == (
         "Where a setting's seeds split (LSTM 4/10 at T = 20, by step 500), every other run was still at the "
         "baseline after 3000 steps (final loss 1, baseline 1): all or nothing."
     )
     rows[-21]["final"]["loss"] = 0.5  # an unsolved LSTM run at T = 20 that left the baseline
-    assert report.bimodality(rows, "temporal_order").endswith(
+    assert report.bimodality(rows).endswith(
         "of the 6 other runs, 1 left the baseline without solving and 5 stayed at it: not all or nothing."
     )
     unsplit = [r for r in rows if r["task"]["params"]["T"] == 10 or r["config"] == "t_rnn"]
-    assert report.bimodality(unsplit, "temporal_order") == "No setting split: in each, every seed solved or none did."
+    assert report.bimodality(unsplit) == "No setting split: in each, every seed solved or none did."
     unsolved = [r for r in rows if r["config"] == "t_rnn"]
-    assert report.bimodality(unsolved, "temporal_order") == "No run solved within 3000 steps."
+    assert report.bimodality(unsolved) == "No run solved within 3000 steps."
 
 
 def test_no_sentence_says_solves_for_a_partial_rate(report, monkeypatch, tmp_path):
@@ -169,6 +169,16 @@ def test_config_line_starts_with_what_the_configs_own_command_gives(report, monk
 def test_outcome_of_a_run(report):
     assert report.outcome(_row(loss=1.3863)) == "not solved after 3000 steps (eval loss 1.39, accuracy 0.25)"
     assert report.outcome(_row(status="non_finite", steps=40)) == "stopped on a NaN/inf at step 41"
+
+
+def test_main_rate_is_solved_unless_no_run_solved(report):
+    rows = _bimodal_rows()
+    assert report.main_rate(rows) == (report.solved, "solved (accuracy >= 0.99)")
+    unsolved = [r for r in rows if not r["solved"]]
+    predicate, what = report.main_rate(unsolved)
+    assert what == "ended under 0.95× the baseline loss (none solved)"
+    assert [predicate(r) for r in unsolved] == [r["final"]["loss"] < 0.95 for r in unsolved]
+    assert report.baseline_factor([_row() | {"task": {"name": "adding", "params": {"T": 5}}}]) == 0.5
 
 
 def test_clipping_table_counts_diverged_runs_with_an_interval(report):
