@@ -96,8 +96,7 @@ def _rates_over_T(ax, rows: list[dict], predicate, what: str) -> None:
             capsize=4,
             label=config,
         )
-    sizes = sorted({len(g) for _, g in report.by_config_and_T(rows)})
-    ax.set_ylabel(f"{what} (runs / {'-'.join(map(str, dict.fromkeys([sizes[0], sizes[-1]])))} seeds)")
+    ax.set_ylabel(f"{what} (runs / {report.seed_count(report.by_config_and_T(rows))} seeds)")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(f"{what}, with 95% Wilson intervals", fontsize=10)
 

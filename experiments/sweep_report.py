@@ -184,11 +184,15 @@ def by_clip_norm(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     return list(groups.items())
 
 
-def seeds_per_group(rows: list[dict], experiment: str) -> str:
-    """``10`` or ``8-10``: the number of seeds behind each table row."""
-    groups = by_clip_norm(rows) if experiment == "clipping" else by_config_and_T(rows)
+def seed_count(groups: list[tuple]) -> str:
+    """``10`` or ``8-10``: the number of seeds behind each of ``(key, rows)`` groups."""
     sizes = sorted({len(g) for _, g in groups})
     return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+
+
+def seeds_per_group(rows: list[dict], experiment: str) -> str:
+    """:func:`seed_count` of the experiment's table rows (per clip_norm, or per config and T)."""
+    return seed_count(by_clip_norm(rows) if experiment == "clipping" else by_config_and_T(rows))
 
 
 def solved_steps(group: list[dict]) -> str:
@@ -395,12 +399,13 @@ def config_line(experiment: str, config: str) -> str:
             + ", ".join(f"{rate(g, diverged)} with clip_norm {c}" for c, g in by_clip_norm(rows))
             + "."
         )
-    text += f"solved ({rule(rows)}) {rates_over_T(rows, config, solved)}"
+    solved_rates = rates_over_T(rows, config, solved)
+    text += f"solved ({rule(rows)}) {solved_rates}"
     steps = [r["steps"] for r in rows if solved(r)]
     if steps:
         text += f"; the solving runs by step {max(steps)}"
     left = rates_over_T(rows, config, left_baseline)
-    if left != rates_over_T(rows, config, solved):
+    if left != solved_rates:
         text += f"; final loss under {baseline_factor(rows):g}x the baseline: {left}"
     return text + "."
 

@@ -31,11 +31,6 @@ def draw(sweep):
         plt.close(fig)
 
 
-def _labelled(ax, label):
-    """The lines of ``ax`` whose legend label is ``label``."""
-    return [x for x in ax.get_lines() if x.get_label() == label]
-
-
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_figure_is_written_from_the_committed_results(sweep, experiment, tmp_path):
     path = sweep.figures.figure(experiment, tmp_path / f"{experiment}.png")
